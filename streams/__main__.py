@@ -1,0 +1,155 @@
+"""The `inferstream` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+
+from streams import console, local
+from streams.samples import sample_events
+from streams.settings import Settings
+
+
+@click.group()
+def cli() -> None:
+    """inferstream: streaming inference on Kafka + Triton with Faust."""
+
+
+@cli.command()
+def config() -> None:
+    """Print the effective settings (secrets masked)."""
+    for name, value in Settings().describe().items():
+        click.echo(f"{name}={value}")
+
+
+@cli.command("build-models")
+@click.option("--force", is_flag=True, help="Rebuild even if the cache has this build.")
+def build_models_cmd(force: bool) -> None:
+    """Build the model artifacts into model_repo/ (cached by a hash of code and weights)."""
+    _build_models(Settings(), force)
+
+
+def _build_models(settings: Settings, force: bool = False) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from workers.modeling.build import build_models  # heavy (torch): only when building
+
+    build_models(settings.model_repo, settings.cache_dir, force=force)
+
+
+@cli.command()
+@click.option("--worker/--no-worker", default=True, help="Also start a worker in the background.")
+def up(worker: bool) -> None:
+    """Start the local Kafka, Triton (building models if missing) and a worker.
+
+    A broker or Triton named by INFERSTREAM_BROKER_URL / INFERSTREAM_TRITON_URL is used as it is.
+    """
+    settings = Settings()
+    if settings.embedded_kafka:
+        local.kafka(settings, "start")
+    else:
+        click.echo(f"using external Kafka at {settings.bootstrap_servers}")
+    if settings.embedded_triton:
+        if not local.models_built(settings):
+            _build_models(settings)
+        local.triton(settings, "start")
+    else:
+        click.echo(f"using external Triton at {settings.triton_endpoint}")
+    if worker:
+        proc = local.WorkerProcess(settings, dict(os.environ))
+        if proc.pid() is not None:
+            click.echo(f"worker already running (pid {proc.pid()})")
+            return
+        pid = proc.start()
+        proc.wait_ready()
+        click.echo(f"worker ready (pid {pid}, log {proc.log_path})")
+
+
+@cli.command()
+def down() -> None:
+    """Stop the worker and the local Triton and Kafka; leaves no process or port behind."""
+    settings = Settings()
+    local.WorkerProcess(settings, {}).stop()
+    if settings.embedded_triton:
+        local.triton(settings, "stop")
+    if settings.embedded_kafka:
+        local.kafka(settings, "stop")
+    ports = [settings.web_port]
+    if settings.embedded_kafka:
+        ports.append(settings.kafka_port)
+    if settings.embedded_triton:
+        ports += [
+            settings.triton_http_port,
+            settings.triton_grpc_port,
+            settings.triton_metrics_port,
+        ]
+    left = [p for p in ports if local.port_open(p)]
+    if left:
+        raise click.ClickException(f"ports still listening after down: {left}")
+    click.echo("down: no inferstream process or port left")
+
+
+@cli.command()
+def worker() -> None:
+    """Run a Faust worker in the foreground."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = Settings()
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+@cli.command()
+@click.option("--sample", "repeat", type=int, default=0, help="Send the sample dialogues N times.")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Send each line of a JSON-lines file as one event (bytes as they are).",
+)
+def produce(repeat: int, path: Path | None) -> None:
+    """Send events to the input topic."""
+    settings = Settings()
+    if path is not None:
+        records = list(console.file_records(path))
+    else:
+        records = list(console.events_as_records(sample_events(repeat=max(repeat, 1))))
+    sent = asyncio.run(console.produce(settings, records))
+    click.echo(f"sent {sent} events to {settings.topic_in}")
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--count", "-n", type=int, default=None, help="Stop after N records.")
+@click.option("--timeout", "timeout_s", type=float, default=30.0, show_default=True)
+@click.option("--from-beginning", is_flag=True)
+def tail(topic: str, count: int | None, timeout_s: float, from_beginning: bool) -> None:
+    """Print records of TOPIC as they arrive."""
+    seen = asyncio.run(console.tail(Settings(), topic, count, timeout_s, from_beginning))
+    click.echo(f"{seen} records", err=True)
+
+
+@cli.command()
+@click.option("--repeat", type=int, default=1, show_default=True)
+@click.option(
+    "--burst",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Events in the timed burst after the samples.",
+)
+def demo(repeat: int, burst: int) -> None:
+    """Send the sample conversations, print the model's results, then time a burst."""
+    asyncio.run(console.demo(Settings(), repeat=repeat, burst=burst))
+
+
+def main() -> None:
+    cli(prog_name="inferstream")
+
+
+if __name__ == "__main__":
+    main()

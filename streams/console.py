@@ -1,0 +1,184 @@
+"""produce / tail / demo: small aiokafka clients for people at a terminal (and the README demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from streams.records import ConversationEvent
+from streams.samples import sample_events
+from streams.settings import Settings
+
+console = Console()
+
+
+async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+    )
+    await producer.start()
+    sent = 0
+    try:
+        futures = [
+            await producer.send(settings.topic_in, key=key, value=value) for key, value in values
+        ]
+        await asyncio.gather(*futures)
+        sent = len(futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def events_as_records(events: Iterable[ConversationEvent]) -> Iterable[tuple[bytes, bytes]]:
+    return ((ev.conversation_id.encode(), ev.to_json()) for ev in events)
+
+
+def file_records(path: Path) -> Iterable[tuple[bytes | None, bytes]]:
+    """One event per line (JSON lines), sent as the exact bytes of the line."""
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            key = None
+            try:
+                obj = orjson.loads(line)
+                if isinstance(obj, dict) and isinstance(obj.get("conversation_id"), str):
+                    key = obj["conversation_id"].encode()
+            except orjson.JSONDecodeError:
+                pass
+            yield key, line
+
+
+async def _end_offsets_consumer(settings: Settings, topics: list[str]) -> AIOKafkaConsumer:
+    """A group-less consumer positioned at the current end of every partition of `topics`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    parts = [
+        TopicPartition(t, p)
+        for t in topics
+        for p in sorted(await _partitions(consumer, t, settings))
+    ]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    for tp in parts:  # resolve positions now, before anything is produced
+        await consumer.position(tp)
+    return consumer
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, settings: Settings) -> set[int]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return set(parts)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"topic {topic!r} does not exist (is a worker running?)")
+
+
+async def tail(
+    settings: Settings, topic: str, count: int | None, timeout_s: float, from_beginning: bool
+) -> int:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        group_id=None,
+    )
+    await consumer.start()
+    seen = 0
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic, settings))
+        ]
+        consumer.assign(parts)
+        if from_beginning:
+            await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout_s
+        while (count is None or seen < count) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    console.print_json(rec.value.decode("utf-8", "replace"))
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return seen
+
+
+async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 120.0) -> float:
+    """Send the sample dialogues, print their results, then time a burst: returns events/s."""
+    run_id = uuid.uuid4().hex[:8]
+    consumer = await _end_offsets_consumer(settings, [settings.topic_out])
+    try:
+        samples = list(sample_events(f"demo-{run_id}", repeat=repeat))
+        await produce(settings, events_as_records(samples))
+        results = await _collect(consumer, {ev.event_id for ev in samples}, timeout_s)
+        _print_results(samples, results)
+
+        base = list(sample_events(f"burst-{run_id}", repeat=burst // 12 + 1))[:burst]
+        start = time.perf_counter()
+        events = [replace(ev, ts=time.time()) for ev in base]
+        await produce(settings, events_as_records(events))
+        burst_results = await _collect(consumer, {ev.event_id for ev in events}, timeout_s)
+        elapsed = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+    rate = len(burst_results) / elapsed
+    e2e = sorted(r["latency_ms"]["end_to_end"] for r in burst_results.values())
+    console.print(
+        f"[bold]burst:[/] {len(burst_results)}/{len(events)} results in {elapsed:.2f}s = "
+        f"[bold green]{rate:.0f} events/s[/], end-to-end latency p50 {e2e[len(e2e) // 2]:.0f} ms, "
+        f"p99 {e2e[int(len(e2e) * 0.99)]:.0f} ms"
+    )
+    if len(burst_results) != len(events):
+        raise RuntimeError(f"{len(events) - len(burst_results)} burst events got no result")
+    return rate
+
+
+async def _collect(
+    consumer: AIOKafkaConsumer, wanted: set[str], timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(wanted) and time.monotonic() < deadline:
+        batch = await consumer.getmany(timeout_ms=500)
+        for records in batch.values():
+            for rec in records:
+                value = orjson.loads(rec.value)
+                if value.get("event_id") in wanted:
+                    got[value["event_id"]] = value
+    return got
+
+
+def _print_results(events: list[ConversationEvent], results: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="inferstream demo: conversation turns and the model's labels")
+    for col in ("tenant", "conversation", "turn", "label", "score", "ms"):
+        table.add_column(col)
+    for ev in events:
+        res = results.get(ev.event_id)
+        if res is None:
+            table.add_row(ev.tenant, ev.conversation_id, ev.text, "[red]no result[/]", "", "")
+            continue
+        table.add_row(
+            ev.tenant,
+            ev.conversation_id.rsplit("-", 2)[-2],
+            ev.text,
+            res["label"],
+            f"{res['scores'][res['label']]:.2f}",
+            f"{res['latency_ms']['end_to_end']:.0f}",
+        )
+    console.print(table)
+    missing = [ev.event_id for ev in events if ev.event_id not in results]
+    if missing:
+        raise RuntimeError(f"{len(missing)} sample events got no result: {missing[:5]}")

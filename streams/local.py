@@ -1,0 +1,163 @@
+"""Local (embedded) services: the Kafka broker and Triton via deploy/ scripts, and worker processes.
+
+`inferstream up/down` and the integration-test fixtures both use this module, so what the tests
+start is what users start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.settings import REPO_ROOT, Settings
+
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+TRITON_SCRIPT = REPO_ROOT / "deploy" / "triton" / "triton.sh"
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        INFERSTREAM_KAFKA_PORT=str(settings.kafka_port),
+        INFERSTREAM_TRITON_HTTP_PORT=str(settings.triton_http_port),
+        INFERSTREAM_TRITON_GRPC_PORT=str(settings.triton_grpc_port),
+        INFERSTREAM_TRITON_METRICS_PORT=str(settings.triton_metrics_port),
+        INFERSTREAM_MODEL_REPO=str(settings.model_repo),
+        INFERSTREAM_RUN_DIR=str(settings.run_dir),
+        INFERSTREAM_CACHE_DIR=str(settings.cache_dir),
+    )
+    env.update(extra)
+    return env
+
+
+def _script(script: Path, action: str, settings: Settings, *args: str) -> None:
+    subprocess.run(["bash", str(script), action, *args], env=service_env(settings), check=True)
+
+
+def kafka(settings: Settings, action: str, *args: str) -> None:
+    _script(KAFKA_SCRIPT, action, settings, *args)
+
+
+def triton(settings: Settings, action: str) -> None:
+    _script(TRITON_SCRIPT, action, settings)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def models_built(settings: Settings) -> bool:
+    model_dir = settings.model_repo / settings.model_name
+    return any((d / "model.xml").is_file() for d in model_dir.glob("[0-9]*"))
+
+
+@dataclass
+class WorkerProcess:
+    """A Faust worker in its own process group, logging to a file."""
+
+    settings: Settings
+    env: dict[str, str]
+    name: str = "worker"
+
+    @property
+    def log_path(self) -> Path:
+        return self.settings.run_dir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.settings.run_dir / f"{self.name}.pid"
+
+    def start(self) -> int:
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_path.write_text(str(proc.pid))
+        return proc.pid
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait for Faust's 'Ready' line (the worker started and joined its group)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise RuntimeError(f"worker exited; see {self.log_path}:\n{self.tail()}")
+            if "Ready" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"worker not ready in {timeout_s:.0f}s; see {self.log_path}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, grace_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid()
+        if pid is not None:
+            stop_process_group(pid, grace_s, sig)
+        self.pid_path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0): reap it if it is ours
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
+def stop_process_group(pid: int, grace_s: float, sig: int = signal.SIGTERM) -> None:
+    """Signal a process group, then SIGKILL it if it outlives the grace period (a Faust worker can
+    hang at 'Fetcher: Stopping…')."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    while _alive(pid):
+        time.sleep(0.1)

@@ -1,0 +1,239 @@
+"""Event and result schemas (versioned), their orjson codecs and input validation.
+
+Wire format: UTF-8 JSON objects. Inputs are validated by hand, field by field, so every rejection
+carries a stable reason code (see ``REASONS``) instead of a parser's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from workers.errors import InvalidEvent
+
+CONVERSATION_SCHEMA = "inferstream.conversation/v1"
+RESULT_SCHEMA = "inferstream.result/v1"
+DEADLETTER_SCHEMA = "inferstream.deadletter/v1"
+
+REASONS = {
+    "empty_event": "the record has no value",
+    "event_too_large": "the raw value is larger than max_event_bytes",
+    "invalid_utf8": "the value is not valid UTF-8",
+    "bad_json": "the value is not parseable JSON",
+    "not_an_object": "the JSON value is not an object",
+    "unsupported_schema": "the 'schema' field names a schema this worker does not read",
+    "missing_field": "a required field is absent",
+    "wrong_type": "a field has the wrong JSON type",
+    "invalid_field": "a field has the right type but an unacceptable value",
+    "empty_text": "the text is empty or only whitespace",
+    "text_too_long": "the text is longer than max_text_bytes",
+    "inference_rejected": "the model server refused the request",
+}
+
+_ID_FIELDS = ("event_id", "conversation_id", "tenant", "user_id")
+_MAX_ID_LEN = 256
+_MAX_METADATA_KEYS = 32
+_MAX_METADATA_VALUE_LEN = 1024
+
+MetadataValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """One turn of a conversation, as a chat backend publishes it."""
+
+    event_id: str
+    conversation_id: str
+    tenant: str
+    user_id: str
+    text: str
+    ts: float  # event time, epoch seconds
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": CONVERSATION_SCHEMA,
+                "event_id": self.event_id,
+                "conversation_id": self.conversation_id,
+                "tenant": self.tenant,
+                "user_id": self.user_id,
+                "text": self.text,
+                "ts": self.ts,
+                "metadata": self.metadata,
+            }
+        )
+
+
+def _require_str(obj: dict[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"'{name}' must be a string, got {type(value).__name__}")
+    if not value or len(value) > _MAX_ID_LEN:
+        raise InvalidEvent("invalid_field", f"'{name}' must be 1..{_MAX_ID_LEN} characters")
+    return value
+
+
+def _parse_ts(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidEvent("wrong_type", "'ts' must be epoch seconds (number) or ISO-8601 string")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidEvent("invalid_field", f"'ts' is not ISO-8601: {value[:64]!r}") from exc
+        if parsed.tzinfo is None:
+            raise InvalidEvent("invalid_field", "'ts' as a string must carry a UTC offset")
+        return parsed.timestamp()
+    ts = float(value)
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidEvent("invalid_field", "'ts' must be a finite, non-negative number")
+    return ts
+
+
+def _parse_metadata(value: Any) -> dict[str, MetadataValue]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent("wrong_type", "'metadata' must be an object")
+    if len(value) > _MAX_METADATA_KEYS:
+        raise InvalidEvent("invalid_field", f"'metadata' has more than {_MAX_METADATA_KEYS} keys")
+    for key, item in value.items():
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise InvalidEvent("invalid_field", f"'metadata.{key}' must be a scalar")
+        if isinstance(item, str) and len(item) > _MAX_METADATA_VALUE_LEN:
+            raise InvalidEvent("invalid_field", f"'metadata.{key}' is too long")
+    return value
+
+
+def decode_conversation(
+    raw: bytes | None, *, max_text_bytes: int, max_event_bytes: int
+) -> ConversationEvent:
+    """Validate raw record bytes into a ``ConversationEvent`` or raise ``InvalidEvent``."""
+    if not raw:
+        raise InvalidEvent("empty_event", "the record value is empty")
+    if len(raw) > max_event_bytes:
+        raise InvalidEvent("event_too_large", f"{len(raw)} bytes > {max_event_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_utf8", f"byte {exc.start}: {exc.reason}") from exc
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("bad_json", str(exc)[:200]) from exc
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", f"got a JSON {type(obj).__name__}")
+    schema = obj.get("schema", CONVERSATION_SCHEMA)
+    if schema != CONVERSATION_SCHEMA:
+        raise InvalidEvent("unsupported_schema", f"{str(schema)[:64]!r} != {CONVERSATION_SCHEMA}")
+    missing = [name for name in (*_ID_FIELDS, "text", "ts") if name not in obj]
+    if missing:
+        raise InvalidEvent("missing_field", "missing: " + ", ".join(missing))
+    ids = {name: _require_str(obj, name) for name in _ID_FIELDS}
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise InvalidEvent("wrong_type", f"'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidEvent("empty_text", "'text' is empty")
+    size = len(text.encode("utf-8"))
+    if size > max_text_bytes:
+        raise InvalidEvent("text_too_long", f"{size} bytes > {max_text_bytes}")
+    return ConversationEvent(
+        text=text, ts=_parse_ts(obj["ts"]), metadata=_parse_metadata(obj.get("metadata")), **ids
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationResult:
+    """The model's answer to one turn."""
+
+    event_id: str
+    conversation_id: str
+    tenant: str
+    label: str
+    scores: dict[str, float]
+    model_name: str
+    model_version: str
+    backend: str
+    latency_ms: dict[str, float]
+    produced_at: float
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": RESULT_SCHEMA,
+                "event_id": self.event_id,
+                "conversation_id": self.conversation_id,
+                "tenant": self.tenant,
+                "label": self.label,
+                "scores": self.scores,
+                "model": {"name": self.model_name, "version": self.model_version},
+                "backend": self.backend,
+                "latency_ms": self.latency_ms,
+                "produced_at": self.produced_at,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """Where a record came from: enough to find, replay or audit it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None
+
+
+def dead_letter(
+    source: SourceRecord,
+    reason: str,
+    detail: str,
+    *,
+    worker: str,
+    now: float,
+    event_id: str | None = None,
+) -> bytes:
+    """A dead-letter record: reason code, detail, source coordinates and the original bytes."""
+
+    def b64(data: bytes | None) -> str | None:
+        return None if data is None else base64.b64encode(data).decode("ascii")
+
+    return orjson.dumps(
+        {
+            "schema": DEADLETTER_SCHEMA,
+            "reason": reason,
+            "detail": detail[:1000],
+            "event_id": event_id,
+            "source": {
+                "topic": source.topic,
+                "partition": source.partition,
+                "offset": source.offset,
+                "timestamp": source.timestamp,
+                "key_b64": b64(source.key),
+            },
+            "original_b64": b64(source.value),
+            "worker": worker,
+            "failed_at": now,
+        }
+    )
+
+
+def peek_event_id(raw: bytes | None) -> str | None:
+    """Best-effort event id of a record that failed validation (for accounting)."""
+    if not raw:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    value = obj.get("event_id") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and len(value) <= _MAX_ID_LEN else None

@@ -1,0 +1,113 @@
+import base64
+
+import orjson
+import pytest
+
+from streams.records import (
+    CONVERSATION_SCHEMA,
+    REASONS,
+    ConversationEvent,
+    SourceRecord,
+    dead_letter,
+    decode_conversation,
+    peek_event_id,
+)
+from workers.errors import InvalidEvent
+
+LIMITS = {"max_text_bytes": 100, "max_event_bytes": 1000}
+
+
+def event(**fields: object) -> bytes:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "conversation_id": "c1",
+        "tenant": "t",
+        "user_id": "u",
+        "text": "hello there",
+        "ts": 1700000000.5,
+    }
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def reason_of(raw: bytes | None) -> str:
+    with pytest.raises(InvalidEvent) as info:
+        decode_conversation(raw, **LIMITS)
+    assert info.value.code in REASONS
+    return info.value.code
+
+
+def test_valid_event_round_trips() -> None:
+    ev = decode_conversation(event(metadata={"channel": "web", "turn": 3}), **LIMITS)
+    assert ev == ConversationEvent(
+        "e1", "c1", "t", "u", "hello there", 1700000000.5, {"channel": "web", "turn": 3}
+    )
+    again = decode_conversation(ev.to_json(), **LIMITS)
+    assert again == ev
+    assert orjson.loads(ev.to_json())["schema"] == CONVERSATION_SCHEMA
+
+
+def test_iso_timestamp_with_offset() -> None:
+    ev = decode_conversation(event(ts="2026-11-28T12:00:00+00:00"), **LIMITS)
+    assert ev.ts == 1795867200.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty_event"),
+        (b"", "empty_event"),
+        (b"x" * 1001, "event_too_large"),
+        (b'{"text": "\xff\xfe"}', "invalid_utf8"),
+        (b'{"event_id": ', "bad_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (event(schema="other/v9"), "unsupported_schema"),
+        (event(text=...), "missing_field"),
+        (event(event_id=...), "missing_field"),
+        (event(event_id=12), "wrong_type"),
+        (event(event_id=""), "invalid_field"),
+        (event(text=["a"]), "wrong_type"),
+        (event(text="   "), "empty_text"),
+        (event(text="é" * 51), "text_too_long"),
+        (event(ts=True), "wrong_type"),
+        (event(ts=-1), "invalid_field"),
+        (event(ts="yesterday"), "invalid_field"),
+        (event(ts="2026-11-28T12:00:00"), "invalid_field"),
+        (event(metadata=[1]), "wrong_type"),
+        (event(metadata={"nested": {"a": 1}}), "invalid_field"),
+    ],
+)
+def test_invalid_events_have_stable_reasons(raw: bytes | None, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+def test_deeply_nested_json_is_rejected_not_crashing() -> None:
+    raw = b'{"event_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(InvalidEvent) as info:
+        decode_conversation(raw, max_text_bytes=100, max_event_bytes=100_000)
+    assert info.value.code == "bad_json"
+
+
+def test_text_limit_counts_utf8_bytes_not_characters() -> None:
+    assert decode_conversation(event(text="é" * 50), **LIMITS).text == "é" * 50
+
+
+def test_dead_letter_keeps_original_bytes_and_coordinates() -> None:
+    src = SourceRecord("conversations.in", 2, 41, b"k", b"\xff not json", 1.5)
+    out = orjson.loads(dead_letter(src, "invalid_utf8", "byte 0", worker="w1", now=9.0))
+    assert out["reason"] == "invalid_utf8"
+    assert base64.b64decode(out["original_b64"]) == b"\xff not json"
+    assert out["source"] == {
+        "topic": "conversations.in",
+        "partition": 2,
+        "offset": 41,
+        "timestamp": 1.5,
+        "key_b64": base64.b64encode(b"k").decode(),
+    }
+
+
+def test_peek_event_id_is_best_effort() -> None:
+    assert peek_event_id(event(text=5)) == "e1"
+    assert peek_event_id(b"nope") is None
+    assert peek_event_id(b'{"event_id": 5}') is None

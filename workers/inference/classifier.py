@@ -1,0 +1,107 @@
+"""Turn classification: tokenize a batch, one model call (with retries), softmax, pick labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from workers.errors import InferenceRejected
+from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.triton import InferenceOutput, ModelInfo
+from workers.retry import Backoff
+
+
+class InferenceClient(Protocol):
+    async def info(self) -> ModelInfo: ...
+
+    async def infer(
+        self, input_ids: npt.NDArray[Any], attention_mask: npt.NDArray[Any]
+    ) -> InferenceOutput: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    label: str
+    scores: dict[str, float]
+    embedding: npt.NDArray[Any]
+    model_name: str
+    model_version: str
+    backend: str
+    inference_ms: float
+    batch_size: int
+    truncated: bool
+
+
+def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    out: npt.NDArray[Any] = exp / exp.sum(axis=1, keepdims=True)
+    return out
+
+
+class TurnClassifier:
+    """Classifies texts with the served model; retriable failures back off inside ``backoff``."""
+
+    def __init__(
+        self,
+        client: InferenceClient,
+        backoff: Backoff,
+        *,
+        max_seq_len: int,
+        max_batch: int,
+        tokenizer_factory: Callable[[int], WordPieceTokenizer] = WordPieceTokenizer,
+    ) -> None:
+        self.client = client
+        self.backoff = backoff
+        self.max_seq_len = max_seq_len
+        self.max_batch = max_batch
+        self._tokenizer_factory = tokenizer_factory
+        self._tokenizer: WordPieceTokenizer | None = None
+
+    async def _tokenizer_for(self, info: ModelInfo) -> WordPieceTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = self._tokenizer_factory(min(self.max_seq_len, info.max_seq_len))
+        return self._tokenizer
+
+    async def classify(self, texts: Sequence[str]) -> list[Prediction]:
+        info = await self.backoff.run(self.client.info, "model info")
+        tokenizer = await self._tokenizer_for(info)
+        predictions: list[Prediction] = []
+        for start in range(0, len(texts), self.max_batch):
+            chunk = texts[start : start + self.max_batch]
+            predictions.extend(await self._classify_chunk(chunk, info, tokenizer))
+        return predictions
+
+    async def _classify_chunk(
+        self, texts: Sequence[str], info: ModelInfo, tokenizer: WordPieceTokenizer
+    ) -> list[Prediction]:
+        enc = tokenizer.encode(texts)
+        out = await self.backoff.run(
+            lambda: self.client.infer(enc.input_ids, enc.attention_mask), "inference"
+        )
+        n, c = len(texts), len(info.labels)
+        if out.logits.shape != (n, c) or out.embedding.shape[0] != n:
+            raise InferenceRejected(
+                f"model returned logits {out.logits.shape}, embedding {out.embedding.shape}; "
+                f"expected ({n}, {c}) and ({n}, D)"
+            )
+        probs = softmax(out.logits.astype(np.float64))
+        ms = out.seconds * 1000.0
+        return [
+            Prediction(
+                label=info.labels[int(row.argmax())],
+                scores={lab: round(float(p), 6) for lab, p in zip(info.labels, row, strict=True)},
+                embedding=out.embedding[i],
+                model_name=info.name,
+                model_version=out.model_version or info.version,
+                backend=info.backend,
+                inference_ms=ms,
+                batch_size=n,
+                truncated=enc.truncated[i],
+            )
+            for i, row in enumerate(probs)
+        ]
