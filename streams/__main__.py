@@ -96,9 +96,11 @@ def worker() -> None:
     """Run a Faust worker in the foreground."""
     import faust
 
+    from streams.admin import ensure_topics
     from streams.app import create_app
 
     settings = Settings()
+    asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 
@@ -118,7 +120,7 @@ def produce(repeat: int, path: Path | None) -> None:
         records = list(console.file_records(path))
     else:
         records = list(console.events_as_records(sample_events(repeat=max(repeat, 1))))
-    sent = asyncio.run(console.produce(settings, records))
+    sent = asyncio.run(console.produce(settings, records))  # ensures the topics first
     click.echo(f"sent {sent} events to {settings.topic_in}")
 
 

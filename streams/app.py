@@ -32,17 +32,21 @@ def create_app(
     classifier: TurnClassifier | None = None,
     publisher: Publisher | None = None,
 ) -> faust.App:
+    datadir = settings.run_dir / "faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
         autodiscover=False,
         store="memory://",
-        datadir=str(settings.run_dir / "faust" / settings.app_id),
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
         processing_guarantee="at_least_once",
+        topic_allow_declare=False,  # streams.admin.ensure_topics creates them (see its docstring)
+        topic_disable_leader=True,  # no leader-only work, so no leader-election topic
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.rebalance_timeout_s,
@@ -61,12 +65,5 @@ def create_app(
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
     conversations.register(app, topics, handler)
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def declare_outputs() -> None:
-        # Source topics are declared by their agents; declare the sinks up front too, with our
-        # partition count, so producers never auto-create them with broker defaults.
-        for topic in topics.outputs():
-            await topic.maybe_declare()
 
     return app

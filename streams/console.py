@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from streams.admin import ensure_topics
 from streams.records import ConversationEvent
 from streams.samples import sample_events
 from streams.settings import Settings
@@ -23,6 +24,7 @@ console = Console()
 
 
 async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes]]) -> int:
+    await ensure_topics(settings)  # never let a producer auto-create them with broker defaults
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
     )

@@ -1,13 +1,45 @@
-"""Every topic inferstream uses: name, key/value types, partitions, replication and retention."""
+"""Every topic inferstream uses: name, partitions, replication and retention, from the settings.
+
+``topic_specs`` is the single description; ``streams.admin`` creates topics from it and
+``declare_topics`` makes the Faust topic objects from it (raw bytes on the wire: we validate and
+encode ourselves, so a bad record reaches our code as bytes and becomes a dead letter instead of a
+codec exception).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import faust
 
 from streams.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
+    def spec(name: str, retention_days: int) -> TopicSpec:
+        return TopicSpec(
+            name,
+            settings.topic_partitions,
+            settings.replication_factor,
+            {"retention.ms": str(retention_days * DAY_MS), "cleanup.policy": "delete"},
+        )
+
+    return {
+        "conversations_in": spec(settings.topic_in, 7),
+        "conversations_out": spec(settings.topic_out, 7),
+        "deadletter": spec(settings.topic_deadletter, 30),
+    }
 
 
 @dataclass(frozen=True)
@@ -16,31 +48,23 @@ class Topics:
     conversations_out: faust.TopicT
     deadletter: faust.TopicT
 
-    def outputs(self) -> list[faust.TopicT]:
-        return [self.conversations_out, self.deadletter]
-
     def by_name(self) -> dict[str, faust.TopicT]:
-        return {t.get_topic_name(): t for t in (self.conversations_in, *self.outputs())}
+        topics = (self.conversations_in, self.conversations_out, self.deadletter)
+        return {t.get_topic_name(): t for t in topics}
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    """Raw bytes on the wire: we validate and encode ourselves (orjson), so a bad record reaches
-    our code as bytes and becomes a dead letter instead of a codec exception."""
-
-    def topic(name: str, retention: timedelta) -> faust.TopicT:
+    def topic(spec: TopicSpec) -> faust.TopicT:
         return app.topic(
-            name,
+            spec.name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.topic_partitions,
-            replicas=settings.replication_factor,
-            retention=retention,
+            partitions=spec.partitions,
+            replicas=spec.replication,
+            retention=timedelta(milliseconds=int(spec.config["retention.ms"])),
         )
 
-    return Topics(
-        conversations_in=topic(settings.topic_in, timedelta(days=7)),
-        conversations_out=topic(settings.topic_out, timedelta(days=7)),
-        deadletter=topic(settings.topic_deadletter, timedelta(days=30)),
-    )
+    specs = topic_specs(settings)
+    return Topics(**{role: topic(spec) for role, spec in specs.items()})

@@ -1,0 +1,69 @@
+"""Creates every topic inferstream uses, with explicit partitions, replication and configs.
+
+Faust's own topic declaration is switched off (``topic_allow_declare=False``): with aiokafka < 0.13
+it sends CreateTopics v1, which Kafka 4 no longer accepts (KIP-896), and it cannot check that an
+existing topic has the partition count we need. Creating topics here, before a worker or a
+producer starts, keeps producers from auto-creating them with broker defaults, which would
+crash-loop Faust (``PartitionsMismatch``), and puts retention and replication in our settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from streams.settings import Settings
+from streams.topics import TopicSpec, topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class TopicMismatch(RuntimeError):
+    """An existing topic has another partition count than the settings ask for."""
+
+
+async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:
+    """Create the missing topics; check the existing ones. Returns the names created."""
+    specs = list(specs if specs is not None else topic_specs(settings).values())
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=30000
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, s.replication, topic_configs=dict(s.config))
+                    for s in missing
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != TopicAlreadyExistsError.errno:  # a concurrent worker won the race
+                    raise for_code(code)(f"creating topic {name!r}: {rest[0] if rest else ''}")
+        await _check_partitions(admin, [s for s in specs if s.name not in created])
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:
+    if not specs:
+        return
+    described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in specs])}
+    for spec in specs:
+        have = len(described[spec.name]["partitions"])
+        if have != spec.partitions:
+            raise TopicMismatch(
+                f"topic {spec.name!r} has {have} partitions, settings say {spec.partitions}: "
+                "set INFERSTREAM_TOPIC_PARTITIONS to match, or use a new topic"
+            )

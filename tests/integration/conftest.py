@@ -1,0 +1,87 @@
+"""One real Kafka broker and one real Triton server for the whole test session, on test ports.
+
+They are started through `streams.local`, i.e. the same deploy/ scripts `inferstream up` uses.
+Each test gets its own topics and consumer group; workers run as real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from streams import local
+from streams.admin import ensure_topics
+from streams.settings import REPO_ROOT, Settings
+
+TEST_PORTS = {
+    "INFERSTREAM_KAFKA_PORT": "29092",
+    "INFERSTREAM_TRITON_HTTP_PORT": "28000",
+    "INFERSTREAM_TRITON_GRPC_PORT": "28001",
+    "INFERSTREAM_TRITON_METRICS_PORT": "28002",
+    "INFERSTREAM_RUN_DIR": str(REPO_ROOT / ".run" / "test"),
+}
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Settings]:
+    settings = Settings(
+        **{k.removeprefix("INFERSTREAM_").lower(): v for k, v in TEST_PORTS.items()}
+    )
+    if not local.models_built(settings):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from workers.modeling.build import build_models
+
+        build_models(settings.model_repo, settings.cache_dir)
+    local.kafka(settings, "start", "--clean")
+    try:
+        local.triton(settings, "start")
+        yield settings
+    finally:
+        local.triton(settings, "stop")
+        local.kafka(settings, "stop")
+
+
+WorkerFactory = Callable[..., tuple[local.WorkerProcess, Settings]]
+
+
+@pytest.fixture
+def start_worker(services: Settings) -> Iterator[WorkerFactory]:
+    """Start worker processes on fresh topics: `start_worker(**env)` -> (process, settings)."""
+    started: list[local.WorkerProcess] = []
+    uid = uuid.uuid4().hex[:8]
+    topics = {
+        "INFERSTREAM_APP_ID": f"test-{uid}",
+        "INFERSTREAM_TOPIC_IN": f"t-{uid}.in",
+        "INFERSTREAM_TOPIC_OUT": f"t-{uid}.out",
+        "INFERSTREAM_TOPIC_DEADLETTER": f"t-{uid}.dead",
+    }
+    created = False
+
+    def start(**extra: str) -> tuple[local.WorkerProcess, Settings]:
+        nonlocal created
+        env = dict(os.environ) | TEST_PORTS | topics
+        env |= {"INFERSTREAM_WEB_PORT": str(36000 + len(started)), "HF_HUB_OFFLINE": "1"}
+        env |= extra
+        settings = Settings(
+            **{
+                k.removeprefix("INFERSTREAM_").lower(): v
+                for k, v in env.items()
+                if k.startswith("INFERSTREAM_")
+            }
+        )
+        if not created:  # before any producer could auto-create them with broker defaults
+            asyncio.run(ensure_topics(settings))
+            created = True
+        proc = local.WorkerProcess(settings, env, name=f"worker-{uid}-{len(started)}")
+        proc.start()
+        started.append(proc)
+        proc.wait_ready()
+        return proc, settings
+
+    yield start
+    for proc in started:
+        proc.stop()
