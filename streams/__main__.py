@@ -34,9 +34,12 @@ def build_models_cmd(force: bool) -> None:
 
 def _build_models(settings: Settings, force: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from workers.modeling.build import build_models  # heavy (torch): only when building
+    from workers.modeling.build import BuildError, build_models
 
-    build_models(settings.model_repo, settings.cache_dir, force=force)
+    try:  # a cache hit (same code, config and weights) takes well under a second
+        build_models(settings.model_repo, settings.cache_dir, force=force)
+    except BuildError as exc:
+        raise click.ClickException(f"model build failed: {exc}") from exc
 
 
 @cli.command()
@@ -52,8 +55,7 @@ def up(worker: bool) -> None:
     else:
         click.echo(f"using external Kafka at {settings.bootstrap_servers}")
     if settings.embedded_triton:
-        if not local.models_built(settings):
-            _build_models(settings)
+        _build_models(settings)  # rebuilds only if code, config or weights changed
         local.triton(settings, "start")
     else:
         click.echo(f"using external Triton at {settings.triton_endpoint}")

@@ -174,7 +174,7 @@ def _print_results(events: list[ConversationEvent], results: dict[str, dict[str,
             continue
         table.add_row(
             ev.tenant,
-            ev.conversation_id.rsplit("-", 2)[-2],
+            "-".join(ev.conversation_id.rsplit("-", 2)[-2:]),
             ev.text,
             res["label"],
             f"{res['scores'][res['label']]:.2f}",

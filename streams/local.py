@@ -54,11 +54,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def models_built(settings: Settings) -> bool:
-    model_dir = settings.model_repo / settings.model_name
-    return any((d / "model.xml").is_file() for d in model_dir.glob("[0-9]*"))
-
-
 @dataclass
 class WorkerProcess:
     """A Faust worker in its own process group, logging to a file."""

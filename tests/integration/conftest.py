@@ -31,11 +31,10 @@ def services() -> Iterator[Settings]:
     settings = Settings(
         **{k.removeprefix("INFERSTREAM_").lower(): v for k, v in TEST_PORTS.items()}
     )
-    if not local.models_built(settings):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from workers.modeling.build import build_models
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from workers.modeling.build import build_models
 
-        build_models(settings.model_repo, settings.cache_dir)
+    build_models(settings.model_repo, settings.cache_dir)  # a cache hit when `make test` built
     local.kafka(settings, "start", "--clean")
     try:
         local.triton(settings, "start")
