@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -60,7 +62,10 @@ def up(worker: bool) -> None:
     else:
         click.echo(f"using external Triton at {settings.triton_endpoint}")
     if worker:
-        proc = local.WorkerProcess(settings, dict(os.environ))
+        env = dict(os.environ)
+        if settings.watermark_keys is None and settings.watermark_key_dir is None:
+            env["INFERSTREAM_WATERMARK_KEY_DIR"] = str(local.dev_keys(settings))
+        proc = local.WorkerProcess(settings, env)
         if proc.pid() is not None:
             click.echo(f"worker already running (pid {proc.pid()})")
             return
@@ -149,6 +154,95 @@ def tail(topic: str, count: int | None, timeout_s: float, from_beginning: bool) 
 def demo(repeat: int, burst: int) -> None:
     """Send the sample conversations, print the model's results, then time a burst."""
     asyncio.run(console.demo(Settings(), repeat=repeat, burst=burst))
+
+
+@cli.command()
+@click.option(
+    "--record",
+    "record_file",
+    type=click.File("rb"),
+    default=None,
+    help="A result record (JSON), '-' for stdin.",
+)
+@click.option("--text", default=None, help="A piece of text the service emitted (or a fragment).")
+@click.option("--text-file", type=click.File("r", encoding="utf-8"), default=None)
+def verify(record_file: Any, text: str | None, text_file: Any) -> None:
+    """Say whether a result record or a text is authentic, and which record it came from."""
+    import orjson
+
+    from streams.app import ConfigError, load_keys
+    from streams.verify import check_record, check_text
+
+    settings = Settings()
+    dev_dir = settings.run_dir / "keys"  # what `up` made, when no keys are configured
+    if settings.watermark_keys is None and settings.watermark_key_dir is None and dev_dir.is_dir():
+        settings = settings.model_copy(update={"watermark_key_dir": dev_dir})
+    try:
+        keys = load_keys(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if record_file is not None:
+        authentic, line = check_record(orjson.loads(record_file.read()), keys)
+    elif text is not None or text_file is not None:
+        body = text if text is not None else text_file.read()
+        authentic, line = asyncio.run(check_text(settings, body, keys))
+    else:
+        raise click.UsageError("give --record FILE or --text TEXT / --text-file FILE")
+    click.echo(line)
+    if not authentic:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "key_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write <kid>.pem into (mode 0600).",
+)
+@click.option("--kid", default=None, help="Key id (default: k<UTC date-time>).")
+def keygen(key_dir: Path, kid: str | None) -> None:
+    """Make a new Ed25519 watermark signing key; the newest kid in a folder signs."""
+    from workers.provenance.keys import generate_key_file
+
+    path = generate_key_file(key_dir, kid or local.new_kid())
+    click.echo(f"wrote {path}")
+
+
+@cli.group()
+def policy() -> None:
+    """Publish tenant policies to the compacted policies topic (applied live)."""
+
+
+@policy.command("set")
+@click.argument("tenant")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def policy_set(tenant: str, path: Path) -> None:
+    """Publish the policy JSON in PATH for TENANT."""
+    asyncio.run(console.publish_policy(Settings(), tenant, path.read_bytes()))
+    click.echo(f"published policy for {tenant}")
+
+
+@policy.command("allow-all")
+@click.argument("tenants", nargs=-1, required=True)
+@click.option("--version", type=int, default=1, show_default=True)
+def policy_allow_all(tenants: tuple[str, ...], version: int) -> None:
+    """Publish a permissive policy (every role, every capability; PII still masked)."""
+    settings = Settings()
+    for tenant in tenants:
+        asyncio.run(
+            console.publish_policy(settings, tenant, console.allow_all_policy(tenant, version))
+        )
+    click.echo(f"published allow-all v{version} for {', '.join(tenants)}")
+
+
+@policy.command("delete")
+@click.argument("tenant")
+def policy_delete(tenant: str) -> None:
+    """Remove TENANT's policy (a tombstone): its requests are denied from then on."""
+    asyncio.run(console.publish_policy(Settings(), tenant, None))
+    click.echo(f"deleted policy of {tenant}")
 
 
 def main() -> None:

@@ -1,19 +1,35 @@
-"""``create_app(settings)``: the Faust app with its topics and agents. Nothing runs at import."""
+"""``create_app(settings)``: the Faust app with its topics, tables and agents. Nothing runs at
+import; every collaborator can be injected (tests pass fakes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 
 import faust
 
 from streams.agents import conversations
 from streams.publish import FaustPublisher, Publisher
+from streams.records import SourceRecord, dead_letter
 from streams.settings import Settings
+from streams.tables import PolicyTable
 from streams.topics import declare_topics
+from workers.errors import InvalidEvent
+from workers.governance import Governor
+from workers.guard.filter import ContentFilter
+from workers.guard.policy import PolicyStore
+from workers.guard.terms import TermList
 from workers.inference.classifier import TurnClassifier
 from workers.inference.triton import TritonClassifierClient
+from workers.provenance.keys import KeyRing
+from workers.provenance.stamp import Watermarker
 from workers.retry import Backoff
+
+
+class ConfigError(RuntimeError):
+    """Settings that cannot work (e.g. no watermark keys)."""
 
 
 def build_classifier(settings: Settings) -> TurnClassifier:
@@ -26,11 +42,36 @@ def build_classifier(settings: Settings) -> TurnClassifier:
     )
 
 
+def load_keys(settings: Settings) -> KeyRing:
+    """Watermark keys from the environment (``watermark_keys``) or a key folder; never code."""
+    if settings.watermark_keys is not None:
+        return KeyRing.from_env(
+            {
+                "INFERSTREAM_WATERMARK_KEYS": settings.watermark_keys.get_secret_value(),
+                "INFERSTREAM_WATERMARK_ACTIVE_KID": settings.watermark_active_kid or "",
+            }
+        )
+    if settings.watermark_key_dir is not None:
+        return KeyRing.from_dir(settings.watermark_key_dir, settings.watermark_active_kid)
+    raise ConfigError(
+        "no watermark keys: set INFERSTREAM_WATERMARK_KEY_DIR (a folder of <kid>.pem) or "
+        "INFERSTREAM_WATERMARK_KEYS ('kid:base64seed'); `inferstream keygen` makes one"
+    )
+
+
+def build_governor(settings: Settings, store: PolicyStore | None = None) -> Governor:
+    keys = load_keys(settings)
+    terms = TermList(settings.filter_terms_path) if settings.filter_terms_path else None
+    return Governor(store or PolicyStore(), ContentFilter(terms), Watermarker(keys))
+
+
 def create_app(
     settings: Settings,
     *,
     classifier: TurnClassifier | None = None,
+    governor: Governor | None = None,
     publisher: Publisher | None = None,
+    follow_policies: bool = True,
 ) -> faust.App:
     datadir = settings.run_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -58,12 +99,41 @@ def create_app(
         web_in_thread=False,
     )
     topics = declare_topics(app, settings)
+    publisher = publisher or FaustPublisher(topics.by_name())
+    governor = governor or build_governor(settings)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def policy_dead_letter(source: SourceRecord, exc: InvalidEvent) -> None:
+        value = dead_letter(source, exc.code, exc.detail, worker=worker_id, now=time.time())
+        reason = {"inferstream-reason": exc.code.encode()}
+        await publisher.flush(
+            [await publisher.send(settings.topic_deadletter, source.key, value, reason)]
+        )
+
+    ready = _always_ready
+    if follow_policies:
+        table = PolicyTable(
+            settings.bootstrap_servers,
+            settings.topic_policies,
+            governor.policies,
+            policy_dead_letter,
+        )
+        app.task(table.run)
+
+        async def ready() -> None:
+            await asyncio.wait_for(table.caught_up.wait(), settings.policy_wait_s)
+
     handler = conversations.ConversationHandler(
         settings,
         classifier or build_classifier(settings),
-        publisher or FaustPublisher(topics.by_name()),
-        worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        governor,
+        publisher,
+        worker_id=worker_id,
+        ready=ready,
     )
-    conversations.register(app, topics, handler)
-
+    conversations.register(app, topics.conversations_in, handler)
     return app
+
+
+async def _always_ready() -> None:
+    return None

@@ -17,10 +17,42 @@ from rich.table import Table
 
 from streams.admin import ensure_topics
 from streams.records import ConversationEvent
-from streams.samples import sample_events
+from streams.samples import POLICY_TENANTS, sample_events
 from streams.settings import Settings
+from workers.provenance.textmark import strip
 
 console = Console()
+
+
+async def publish_policy(settings: Settings, tenant: str, value: bytes | None) -> None:
+    """Write one record (None = tombstone) to the compacted policies topic, key = tenant."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_policies, key=tenant.encode(), value=value)
+    finally:
+        await producer.stop()
+
+
+def allow_all_policy(tenant: str, version: int) -> bytes:
+    """A permissive policy: every department and role may use every capability; PII masked."""
+    return orjson.dumps(
+        {
+            "schema": "inferstream.policy/v1",
+            "tenant": tenant,
+            "version": version,
+            "default": "deny",
+            "rules": [
+                {
+                    "department": "*",
+                    "role": "*",
+                    "capabilities": ["conversation.reply", "document.extract"],
+                    "unmasked": [],
+                }
+            ],
+        }
+    )
 
 
 async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes]]) -> int:
@@ -121,6 +153,8 @@ async def tail(
 async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 120.0) -> float:
     """Send the sample dialogues, print their results, then time a burst: returns events/s."""
     run_id = uuid.uuid4().hex[:8]
+    for tenant in POLICY_TENANTS:  # newest version wins: re-running the demo re-applies them
+        await publish_policy(settings, tenant, allow_all_policy(tenant, int(time.time())))
     consumer = await _end_offsets_consumer(settings, [settings.topic_out])
     try:
         samples = list(sample_events(f"demo-{run_id}", repeat=repeat))
@@ -164,23 +198,28 @@ async def _collect(
 
 
 def _print_results(events: list[ConversationEvent], results: dict[str, dict[str, Any]]) -> None:
-    table = Table(title="inferstream demo: conversation turns and the model's labels")
-    for col in ("tenant", "conversation", "turn", "label", "score", "ms"):
+    table = Table(title="inferstream demo: conversation turns and what came out")
+    for col in ("tenant", "conversation", "turn", "label / status", "score", "ms"):
         table.add_column(col)
+    masked = []
     for ev in events:
         res = results.get(ev.event_id)
+        conv = "-".join(ev.conversation_id.rsplit("-", 2)[-2:])
         if res is None:
-            table.add_row(ev.tenant, ev.conversation_id, ev.text, "[red]no result[/]", "", "")
+            table.add_row(ev.tenant, conv, ev.text, "[red]no result[/]", "", "")
             continue
+        if res["status"] == "ok":
+            outcome, score = res["label"], f"{res['scores'][res['label']]:.2f}"
+        else:
+            outcome, score = f"[yellow]{res['status']}: {res['reason']}[/]", ""
         table.add_row(
-            ev.tenant,
-            "-".join(ev.conversation_id.rsplit("-", 2)[-2:]),
-            ev.text,
-            res["label"],
-            f"{res['scores'][res['label']]:.2f}",
-            f"{res['latency_ms']['end_to_end']:.0f}",
+            ev.tenant, conv, ev.text, outcome, score, f"{res['latency_ms']['end_to_end']:.0f}"
         )
+        if (res.get("filter") or {}).get("action") == "mask":
+            masked.append((ev.text, strip(res["text"]), res["provenance"]["provenance_id"]))
     console.print(table)
+    for original, output, pid in masked:
+        console.print(f"[bold]masked:[/] {original!r}\n   -> {output!r}  (signed, marked: {pid})")
     missing = [ev.event_id for ev in events if ev.event_id not in results]
     if missing:
         raise RuntimeError(f"{len(missing)} sample events got no result: {missing[:5]}")

@@ -54,6 +54,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def new_kid() -> str:
+    return "k" + time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
+def dev_keys(settings: Settings) -> Path:
+    """A local folder with one watermark key, made on first use (for `up` without configured
+    keys). Production sets INFERSTREAM_WATERMARK_KEY_DIR or INFERSTREAM_WATERMARK_KEYS."""
+    from workers.provenance.keys import generate_key_file
+
+    key_dir = settings.run_dir / "keys"
+    if not list(key_dir.glob("*.pem")):
+        generate_key_file(key_dir, new_kid())
+    return key_dir
+
+
 @dataclass
 class WorkerProcess:
     """A Faust worker in its own process group, logging to a file."""

@@ -19,6 +19,7 @@ from workers.errors import InvalidEvent
 CONVERSATION_SCHEMA = "inferstream.conversation/v1"
 RESULT_SCHEMA = "inferstream.result/v1"
 DEADLETTER_SCHEMA = "inferstream.deadletter/v1"
+MODERATION_SCHEMA = "inferstream.moderation/v1"
 
 REASONS = {
     "empty_event": "the record has no value",
@@ -33,6 +34,7 @@ REASONS = {
     "empty_text": "the text is empty or only whitespace",
     "text_too_long": "the text is longer than max_text_bytes",
     "inference_rejected": "the model server refused the request",
+    "invalid_policy": "a policy record that does not validate (policies topic)",
 }
 
 _ID_FIELDS = ("event_id", "conversation_id", "tenant", "user_id")
@@ -151,18 +153,25 @@ def decode_conversation(
 
 @dataclass(frozen=True, slots=True)
 class ConversationResult:
-    """The model's answer to one turn."""
+    """The answer to one turn: ``status`` ok (label, scores and the governed text), denied (by
+    the tenant's policy, ``reason`` says why) or blocked (by the content filter; text withheld)."""
 
     event_id: str
     conversation_id: str
     tenant: str
-    label: str
+    status: str
+    label: str | None
     scores: dict[str, float]
     model_name: str
     model_version: str
     backend: str
     latency_ms: dict[str, float]
     produced_at: float
+    policy_version: str
+    provenance: dict[str, Any]
+    text: str | None = None
+    reason: str | None = None
+    filter: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -171,14 +180,52 @@ class ConversationResult:
                 "event_id": self.event_id,
                 "conversation_id": self.conversation_id,
                 "tenant": self.tenant,
+                "status": self.status,
+                "reason": self.reason,
                 "label": self.label,
                 "scores": self.scores,
+                "text": self.text,
+                "filter": self.filter,
+                "policy_version": self.policy_version,
                 "model": {"name": self.model_name, "version": self.model_version},
                 "backend": self.backend,
                 "latency_ms": self.latency_ms,
                 "produced_at": self.produced_at,
+                "provenance": self.provenance,
             }
         )
+
+
+def moderation_event(
+    kind: str,
+    event: ConversationEvent,
+    *,
+    action: str,
+    reason: str,
+    policy_version: str,
+    provenance_id: str,
+    detectors: list[dict[str, Any]],
+    now: float,
+) -> bytes:
+    """An audit record for ``moderation.events``: a denial, a block or a masking."""
+    return orjson.dumps(
+        {
+            "schema": MODERATION_SCHEMA,
+            "kind": kind,
+            "action": action,
+            "reason": reason,
+            "event_id": event.event_id,
+            "conversation_id": event.conversation_id,
+            "tenant": event.tenant,
+            "user_id": event.user_id,
+            "department": event.metadata.get("department"),
+            "role": event.metadata.get("role"),
+            "policy_version": policy_version,
+            "provenance_id": provenance_id,
+            "detectors": detectors,
+            "at": now,
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)

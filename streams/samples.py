@@ -20,6 +20,7 @@ SAMPLE_DIALOGUES: dict[str, list[str]] = {
         "My card was charged twice for the same order this month.",
         "Can you refund the duplicate payment?",
         "Also, where is my package? The tracking number hasn't updated in a week.",
+        "Call me on +44 20 7946 0958, the card was 4111 1111 1111 1111.",
         "This is the third time I'm writing about this, it's really unacceptable.",
     ],
     "initech": [
@@ -28,7 +29,10 @@ SAMPLE_DIALOGUES: dict[str, list[str]] = {
         "By the way, I love the new dark mode, great job!",
         "What's your favourite movie?",
     ],
+    # no policy is published for this tenant: its requests are denied (default deny)
+    "umbrella": ["Hello, I need help with my order."],
 }
+POLICY_TENANTS = ("acme", "globex", "initech")
 
 
 def sample_events(run_id: str | None = None, repeat: int = 1) -> Iterator[ConversationEvent]:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     topic_in: str = Field("conversations.in", description="Input topic of conversation turns.")
     topic_out: str = Field("conversations.out", description="Output topic of results.")
     topic_deadletter: str = Field("deadletter", description="Topic of rejected events.")
+    topic_policies: str = Field("policies", description="Compacted topic of tenant policies.")
+    topic_moderation: str = Field(
+        "moderation.events", description="Audit topic: blocked/masked outputs and denials."
+    )
     sasl_password: SecretStr | None = Field(None, description="SASL password (secret; masked).")
     rebalance_timeout_s: float = Field(10.0, description="Faust broker_rebalance_timeout.")
     session_timeout_s: float = Field(10.0, description="Kafka consumer session timeout.")
@@ -64,6 +68,23 @@ class Settings(BaseSettings):
     max_seq_len: int = Field(256, ge=8, description="Token cap per turn sent to the model.")
     max_batch: int = Field(32, ge=1, description="Most events handed to one model call.")
     max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch (ms).")
+
+    # --- governance --------------------------------------------------------------------------
+    watermark_key_dir: Path | None = Field(
+        None,
+        description="Folder of Ed25519 keys (<kid>.pem); unset and no watermark_keys: "
+        "`inferstream up` makes a dev key in run_dir/keys.",
+    )
+    watermark_keys: SecretStr | None = Field(
+        None, description="Signing keys as 'kid:base64(seed)[,kid:...]' (secret; masked)."
+    )
+    watermark_active_kid: str | None = Field(None, description="Key id that signs new outputs.")
+    filter_terms_path: Path | None = Field(
+        None, description="JSON file of blocked terms per tenant ('*' = all); hot-reloaded."
+    )
+    policy_wait_s: float = Field(
+        60.0, gt=0, description="Longest wait at start for the policy table to catch up."
+    )
 
     # --- process -----------------------------------------------------------------------------
     web_port: int = Field(6066, description="Faust web port of the worker (health, metrics).")

@@ -35,10 +35,18 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
             {"retention.ms": str(retention_days * DAY_MS), "cleanup.policy": "delete"},
         )
 
+    policies = TopicSpec(
+        settings.topic_policies,
+        settings.topic_partitions,
+        settings.replication_factor,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)},
+    )
     return {
         "conversations_in": spec(settings.topic_in, 7),
         "conversations_out": spec(settings.topic_out, 7),
         "deadletter": spec(settings.topic_deadletter, 30),
+        "moderation": spec(settings.topic_moderation, 30),
+        "policies": policies,
     }
 
 
@@ -47,9 +55,10 @@ class Topics:
     conversations_in: faust.TopicT
     conversations_out: faust.TopicT
     deadletter: faust.TopicT
+    moderation: faust.TopicT
 
     def by_name(self) -> dict[str, faust.TopicT]:
-        topics = (self.conversations_in, self.conversations_out, self.deadletter)
+        topics = (self.conversations_in, self.conversations_out, self.deadletter, self.moderation)
         return {t.get_topic_name(): t for t in topics}
 
 
@@ -66,5 +75,5 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             retention=timedelta(milliseconds=int(spec.config["retention.ms"])),
         )
 
-    specs = topic_specs(settings)
-    return Topics(**{role: topic(spec) for role, spec in specs.items()})
+    specs = topic_specs(settings)  # the policies topic is read by streams.tables, not by Faust
+    return Topics(**{role: topic(spec) for role, spec in specs.items() if role != "policies"})

@@ -1,7 +1,9 @@
-"""conversations.in -> classify -> conversations.out (dead letters for what cannot be processed).
+"""conversations.in -> permission check -> classify -> filter, mark, sign -> conversations.out.
 
 ``ConversationHandler`` holds the per-batch wiring and knows nothing of Faust; ``register`` is the
-agent: a short ``async for`` over batches of events.
+agent: a short ``async for`` over batches of events. Nothing is dropped silently: an invalid event
+becomes a dead letter, a denied or blocked one a result with its status and an audit record on
+``moderation.events``.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import faust
-
 from streams.publish import Publisher
 from streams.records import (
     ConversationEvent,
@@ -20,14 +20,17 @@ from streams.records import (
     SourceRecord,
     dead_letter,
     decode_conversation,
+    moderation_event,
     peek_event_id,
 )
 from streams.settings import Settings
-from streams.topics import Topics
 from workers.errors import InferenceRejected, InvalidEvent
+from workers.governance import Governor, ModelRef, Released
+from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
 
 log = logging.getLogger(__name__)
+Pending = list[Awaitable[object]]
 
 
 class ConversationHandler:
@@ -35,20 +38,25 @@ class ConversationHandler:
         self,
         settings: Settings,
         classifier: TurnClassifier,
+        governor: Governor,
         publisher: Publisher,
         *,
         worker_id: str,
+        ready: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
+        self.governor = governor
         self.publisher = publisher
         self.worker_id = worker_id
+        self.ready = ready
         self.clock = clock
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
-        pending: list[Awaitable[object]] = []
-        valid: list[tuple[SourceRecord, ConversationEvent]] = []
+        await self.ready()  # the policy table has caught up: decisions use current policies
+        pending: Pending = []
+        admitted: list[tuple[SourceRecord, ConversationEvent, Access]] = []
         for rec in records:
             try:
                 event = decode_conversation(
@@ -59,54 +67,103 @@ class ConversationHandler:
             except InvalidEvent as exc:
                 pending.append(await self._dead_letter(rec, exc.code, exc.detail))
                 continue
-            valid.append((rec, event))
-        if valid:
-            pending.extend(await self._classify_and_send(valid))
+            access = self.governor.admit(event.tenant, event.metadata)
+            if access.allowed:
+                admitted.append((rec, event, access))
+            else:
+                pending += await self._denied(event, access)
+        if admitted:
+            pending += await self._classify_and_send(admitted)
         await self.publisher.flush(pending)
 
     async def _classify_and_send(
-        self, batch: list[tuple[SourceRecord, ConversationEvent]]
-    ) -> list[Awaitable[object]]:
+        self, batch: list[tuple[SourceRecord, ConversationEvent, Access]]
+    ) -> Pending:
         try:
-            predictions = await self.classifier.classify([ev.text for _, ev in batch])
+            predictions = await self.classifier.classify([ev.text for _, ev, _ in batch])
         except InferenceRejected as exc:
             if len(batch) == 1:
-                rec, ev = batch[0]
+                rec, ev, _ = batch[0]
                 return [await self._dead_letter(rec, exc.reason, exc.detail, ev.event_id)]
             # One poison event must not sink its batch-mates: retry each alone.
             log.warning("batch of %d rejected (%s); retrying one by one", len(batch), exc)
-            pending: list[Awaitable[object]] = []
+            pending: Pending = []
             for item in batch:
-                pending.extend(await self._classify_and_send([item]))
+                pending += await self._classify_and_send([item])
             return pending
-        return [
-            await self._send_result(ev, pred)
-            for (_, ev), pred in zip(batch, predictions, strict=True)
-        ]
+        pending = []
+        for (_, ev, access), pred in zip(batch, predictions, strict=True):
+            model = ModelRef(pred.model_name, pred.model_version, pred.backend)
+            released = self.governor.release(ev.text, access, model=model, trace_id="")
+            pending += await self._send(ev, released, pred)
+        return pending
 
-    async def _send_result(self, ev: ConversationEvent, pred: Prediction) -> Awaitable[object]:
+    async def _denied(self, ev: ConversationEvent, access: Access) -> Pending:
+        info = await self.classifier.model_info()
+        model = ModelRef(info.name, info.version, info.backend)
+        released = self.governor.deny(access, input_text=ev.text, model=model, trace_id="")
+        return await self._send(ev, released, None)
+
+    async def _send(self, ev: ConversationEvent, rel: Released, pred: Prediction | None) -> Pending:
         now = self.clock()
+        env = rel.envelope
+        ok = rel.status == "ok" and pred is not None
+        latency = {"end_to_end": round(max(0.0, now - ev.ts) * 1000.0, 3)}
+        if pred is not None:
+            latency["inference"] = round(pred.inference_ms, 3)
         result = ConversationResult(
             event_id=ev.event_id,
             conversation_id=ev.conversation_id,
             tenant=ev.tenant,
-            label=pred.label,
-            scores=pred.scores,
-            model_name=pred.model_name,
-            model_version=pred.model_version,
-            backend=pred.backend,
-            latency_ms={
-                "inference": round(pred.inference_ms, 3),
-                "end_to_end": round(max(0.0, now - ev.ts) * 1000.0, 3),
-            },
+            status=rel.status,
+            reason=None
+            if rel.status == "ok"
+            else (rel.access.reason if pred is None else "filter"),
+            label=pred.label if ok and pred else None,
+            scores=pred.scores if ok and pred else {},
+            text=rel.text,
+            filter=_filter_summary(rel),
+            policy_version=rel.access.policy_version,
+            model_name=env.model_name,
+            model_version=env.model_version,
+            backend=env.backend,
+            latency_ms=latency,
             produced_at=now,
+            provenance=env.to_dict(),
         )
-        return await self.publisher.send(
-            self.settings.topic_out,
-            ev.conversation_id.encode(),
-            result.to_json(),
-            {"inferstream-event-id": ev.event_id.encode(), "content-type": b"application/json"},
-        )
+        headers = {
+            "inferstream-event-id": ev.event_id.encode(),
+            "content-type": b"application/json",
+        }
+        pending = [
+            await self.publisher.send(
+                self.settings.topic_out,
+                ev.conversation_id.encode(),
+                result.to_json(),
+                headers | env.to_headers(),
+            )
+        ]
+        action = "deny" if rel.status == "denied" else (rel.decision.action if rel.decision else "")
+        if action in ("deny", "block", "mask"):
+            record = moderation_event(
+                "policy" if action == "deny" else "filter",
+                ev,
+                action=action,
+                reason=result.reason or "masked",
+                policy_version=rel.access.policy_version,
+                provenance_id=env.provenance_id,
+                detectors=_detectors(rel),
+                now=now,
+            )
+            pending.append(
+                await self.publisher.send(
+                    self.settings.topic_moderation,
+                    ev.conversation_id.encode(),
+                    record,
+                    {"content-type": b"application/json"},
+                )
+            )
+        return pending
 
     async def _dead_letter(
         self, rec: SourceRecord, reason: str, detail: str, event_id: str | None = None
@@ -124,7 +181,20 @@ class ConversationHandler:
         )
 
 
-def source_record(message: faust.types.Message) -> SourceRecord:
+def _filter_summary(rel: Released) -> dict[str, Any] | None:
+    if rel.decision is None:
+        return None
+    full = rel.decision.to_dict()
+    return {"action": full["action"], "spans": full["spans"], "reasons": full["reasons"]}
+
+
+def _detectors(rel: Released) -> list[dict[str, Any]]:
+    if rel.decision is None:
+        return []
+    return [dict(r) for r in rel.decision.to_dict()["reasons"]]
+
+
+def source_record(message: Any) -> SourceRecord:
     return SourceRecord(
         topic=message.topic,
         partition=message.partition,
@@ -135,11 +205,11 @@ def source_record(message: faust.types.Message) -> SourceRecord:
     )
 
 
-def register(app: faust.App, topics: Topics, handler: ConversationHandler) -> Any:
+def register(app: Any, topic: Any, handler: ConversationHandler) -> Any:
     settings = handler.settings
     within = max(settings.max_wait_ms, 0.1) / 1000.0  # take_events() stalls without a timeout
 
-    @app.agent(topics.conversations_in, name="conversations")
+    @app.agent(topic, name="conversations")  # type: ignore[untyped-decorator]
     async def conversations(stream: Any) -> None:  # a faust.Stream; its stubs lack take_events
         async for events in stream.take_events(settings.max_batch, within=within):
             await handler.handle([source_record(e.message) for e in events])

@@ -10,12 +10,14 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from streams import local
 from streams.admin import ensure_topics
 from streams.settings import REPO_ROOT, Settings
+from workers.provenance.keys import generate_key_file
 
 TEST_PORTS = {
     "INFERSTREAM_KAFKA_PORT": "29092",
@@ -44,11 +46,19 @@ def services() -> Iterator[Settings]:
         local.kafka(settings, "stop")
 
 
+@pytest.fixture(scope="session")
+def watermark_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway Ed25519 signing key for the session (keys never live in code)."""
+    key_dir = tmp_path_factory.mktemp("keys")
+    generate_key_file(key_dir, "test-k1")
+    return key_dir
+
+
 WorkerFactory = Callable[..., tuple[local.WorkerProcess, Settings]]
 
 
 @pytest.fixture
-def start_worker(services: Settings) -> Iterator[WorkerFactory]:
+def start_worker(services: Settings, watermark_keys: Path) -> Iterator[WorkerFactory]:
     """Start worker processes on fresh topics: `start_worker(**env)` -> (process, settings)."""
     started: list[local.WorkerProcess] = []
     uid = uuid.uuid4().hex[:8]
@@ -57,6 +67,9 @@ def start_worker(services: Settings) -> Iterator[WorkerFactory]:
         "INFERSTREAM_TOPIC_IN": f"t-{uid}.in",
         "INFERSTREAM_TOPIC_OUT": f"t-{uid}.out",
         "INFERSTREAM_TOPIC_DEADLETTER": f"t-{uid}.dead",
+        "INFERSTREAM_TOPIC_POLICIES": f"t-{uid}.policies",
+        "INFERSTREAM_TOPIC_MODERATION": f"t-{uid}.moderation",
+        "INFERSTREAM_WATERMARK_KEY_DIR": str(watermark_keys),
     }
     created = False
 

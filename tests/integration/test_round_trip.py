@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import time
@@ -9,6 +10,7 @@ import time
 import orjson
 import pytest
 
+from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
 from tests.integration import kafka_io
 from tests.integration.conftest import WorkerFactory
@@ -73,6 +75,8 @@ def invalid_payloads(n: int, max_text_bytes: int) -> list[tuple[str, bytes]]:
 
 def test_1000_valid_and_50_invalid_events(start_worker: WorkerFactory) -> None:
     worker, settings = start_worker()
+    for tenant in {e.tenant for e in valid_events(5)}:
+        asyncio.run(publish_policy(settings, tenant, allow_all_policy(tenant, 1)))
     valid = valid_events(1000)
     invalid = invalid_payloads(50, settings.max_text_bytes)
     records: list[tuple[bytes | None, bytes]] = [
@@ -102,6 +106,7 @@ def test_1000_valid_and_50_invalid_events(start_worker: WorkerFactory) -> None:
     assert labels <= set(results[0]["scores"]) and len(labels) >= 4
     assert all(r["model"]["name"] == settings.model_name for r in results)
     assert all(r["backend"] == "openvino-fp32" for r in results)
+    assert all(r["status"] == "ok" and r["policy_version"] == "1" for r in results)
     assert all(r["_key"] == r["conversation_id"].encode() for r in results)
 
     assert len(dead) == 50

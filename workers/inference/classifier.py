@@ -67,8 +67,11 @@ class TurnClassifier:
             self._tokenizer = self._tokenizer_factory(min(self.max_seq_len, info.max_seq_len))
         return self._tokenizer
 
+    async def model_info(self) -> ModelInfo:
+        return await self.backoff.run(self.client.info, "model info")
+
     async def classify(self, texts: Sequence[str]) -> list[Prediction]:
-        info = await self.backoff.run(self.client.info, "model info")
+        info = await self.model_info()
         tokenizer = await self._tokenizer_for(info)
         predictions: list[Prediction] = []
         for start in range(0, len(texts), self.max_batch):

@@ -1,0 +1,127 @@
+"""Governance of every output: permission check, content filter, text mark and signed envelope.
+
+``Governor.admit`` runs before inference (a denied request never reaches the model);
+``Governor.release`` runs after it and returns what may leave the service, signed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from workers.guard.filter import ContentFilter, Decision, FilterPolicy
+from workers.guard.policy import Access, PolicyStore
+from workers.provenance.envelope import Envelope
+from workers.provenance.stamp import Stamped, Watermarker
+
+Status = Literal["ok", "denied", "blocked"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    version: str
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What leaves the service for one request."""
+
+    status: Status
+    text: str | None  # the masked, marked text; None when denied or blocked
+    access: Access
+    envelope: Envelope
+    decision: Decision | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Governor:
+    def __init__(
+        self,
+        policies: PolicyStore,
+        content_filter: ContentFilter,
+        watermarker: Watermarker,
+        *,
+        capability: str = "conversation.reply",
+    ) -> None:
+        self.policies = policies
+        self.content_filter = content_filter
+        self.watermarker = watermarker
+        self.capability = capability
+
+    def admit(self, tenant: str, metadata: Mapping[str, Any]) -> Access:
+        department = metadata.get("department")
+        role = metadata.get("role")
+        return self.policies.decide(
+            tenant,
+            department if isinstance(department, str) else "",
+            role if isinstance(role, str) else "",
+            self.capability,
+        )
+
+    def deny(self, access: Access, *, input_text: str, model: ModelRef, trace_id: str) -> Released:
+        decisions = [{"stage": "policy", "action": "deny", "reason": access.reason}]
+        stamped = self._stamp(input_text, "", access, decisions, model, trace_id)
+        return Released("denied", None, access, stamped.envelope, None, decisions)
+
+    def release(
+        self,
+        text: str,
+        access: Access,
+        *,
+        model: ModelRef,
+        trace_id: str,
+        safety_score: float | None = None,
+    ) -> Released:
+        decision = self.content_filter.decide(
+            text,
+            tenant=access.tenant,
+            policy=self._filter_policy(access),
+            safety_score=safety_score,
+        )
+        decisions = [{"stage": "filter", **decision.to_dict()}]
+        decisions[0].pop("text", None)  # the envelope signs a digest of the text, not the text
+        if decision.action == "block":
+            stamped = self._stamp(text, "", access, decisions, model, trace_id)
+            return Released("blocked", None, access, stamped.envelope, decision, decisions)
+        stamped = self._stamp(text, decision.text, access, decisions, model, trace_id)
+        return Released("ok", stamped.text, access, stamped.envelope, decision, decisions)
+
+    def _filter_policy(self, access: Access) -> FilterPolicy:
+        policy = access.policy
+        actions: dict[str, str] = dict(policy.filter_actions) if policy else {}
+        for entity_type in access.unmasked:  # the requester's role may see these in clear
+            actions[entity_type] = "allow"
+        base = FilterPolicy()
+        merged = {**base.actions, **actions}
+        if "*" in access.unmasked:
+            merged = {t: ("block" if a == "block" else "allow") for t, a in merged.items()}
+        threshold = policy.safety_block_threshold if policy else None
+        return FilterPolicy(
+            actions=merged,  # type: ignore[arg-type]
+            safety_block_threshold=(
+                threshold if threshold is not None else base.safety_block_threshold
+            ),
+        )
+
+    def _stamp(
+        self,
+        input_text: str,
+        output_text: str,
+        access: Access,
+        decisions: list[dict[str, Any]],
+        model: ModelRef,
+        trace_id: str,
+    ) -> Stamped:
+        return self.watermarker.stamp(
+            model_name=model.name,
+            model_version=model.version,
+            backend=model.backend,
+            input_text=input_text,
+            output_text=output_text,
+            policy_version=access.policy_version,
+            decisions=decisions,
+            trace_id=trace_id,
+        )
