@@ -6,16 +6,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workers.guard.detectors import Finding
 from workers.guard.filter import ContentFilter, Decision, FilterPolicy
 from workers.guard.policy import Access, PolicyStore
+from workers.inference.entities import Entity
 from workers.provenance.envelope import Envelope
 from workers.provenance.stamp import Stamped, Watermarker
 
 Status = Literal["ok", "denied", "blocked"]
+
+# The model's entity tags that are personal data (masked like the rule detectors' findings); its
+# clinical tags (symptom, drug, ...) are content, not PII, and are never masked in conversations.
+MODEL_PII_TYPES = {
+    "PERSON": "PERSON",
+    "PHONE": "PHONE",
+    "EMAIL": "EMAIL",
+    "ID": "ID_NUMBER",
+    "ID_NUMBER": "ID_NUMBER",
+    "ADDRESS": "ADDRESS",
+}
+MIN_ENTITY_CONFIDENCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +88,26 @@ class Governor:
         model: ModelRef,
         trace_id: str,
         safety_score: float | None = None,
+        entities: Sequence[Entity] = (),
     ) -> Released:
+        """Rules and the model combined: the model's unsafe score and its PII entity tags."""
+        model_pii = [
+            Finding(
+                MODEL_PII_TYPES[e.type],
+                e.start,
+                e.end,
+                "model",
+                f"model tag {e.type} (p={e.confidence:.2f})",
+            )
+            for e in entities
+            if e.type in MODEL_PII_TYPES and e.confidence >= MIN_ENTITY_CONFIDENCE
+        ]
         decision = self.content_filter.decide(
             text,
             tenant=access.tenant,
             policy=self._filter_policy(access),
             safety_score=safety_score,
+            model_entities=model_pii,
         )
         decisions = [{"stage": "filter", **decision.to_dict()}]
         decisions[0].pop("text", None)  # the envelope signs a digest of the text, not the text

@@ -94,7 +94,14 @@ class ConversationHandler:
         pending = []
         for (_, ev, access), pred in zip(batch, predictions, strict=True):
             model = ModelRef(pred.model_name, pred.model_version, pred.backend)
-            released = self.governor.release(ev.text, access, model=model, trace_id="")
+            released = self.governor.release(
+                ev.text,
+                access,
+                model=model,
+                trace_id="",
+                safety_score=pred.safety_score,
+                entities=pred.entities,
+            )
             pending += await self._send(ev, released, pred)
         return pending
 

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.errors import InferenceRejected
+from workers.inference.entities import Entity, decode_bio
 from workers.inference.tokenizer import WordPieceTokenizer
 from workers.inference.triton import InferenceOutput, ModelInfo
 from workers.retry import Backoff
@@ -21,6 +22,8 @@ class InferenceClient(Protocol):
     async def infer(
         self, input_ids: npt.NDArray[Any], attention_mask: npt.NDArray[Any]
     ) -> InferenceOutput: ...
+
+    async def reply_texts(self, indices: npt.NDArray[Any]) -> list[list[str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class Prediction:
     inference_ms: float
     batch_size: int
     truncated: bool
+    safety_score: float | None = None  # probability the turn is unsafe, when the model has it
+    entities: tuple[Entity, ...] = ()  # token-classification entities, when the model has them
+    replies: tuple[tuple[str, float], ...] = ()  # nearest reply-bank entries (text, cosine)
 
 
 def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -94,6 +100,12 @@ class TurnClassifier:
             )
         probs = softmax(out.logits.astype(np.float64))
         ms = out.seconds * 1000.0
+        unsafe = softmax(out.safety.astype(np.float64))[:, 1] if out.safety is not None else None
+        replies: list[list[str]] = [[] for _ in texts]
+        if out.reply_index is not None:
+            index = out.reply_index
+            replies = await self.backoff.run(lambda: self.client.reply_texts(index), "replies")
+        scores = out.reply_score if out.reply_score is not None else np.zeros((n, 0))
         return [
             Prediction(
                 label=info.labels[int(row.argmax())],
@@ -105,6 +117,17 @@ class TurnClassifier:
                 inference_ms=ms,
                 batch_size=n,
                 truncated=enc.truncated[i],
+                safety_score=None if unsafe is None else float(unsafe[i]),
+                entities=self._entities(out, enc.offsets[i], info, i),
+                replies=tuple(zip(replies[i], map(float, scores[i]), strict=False)),
             )
             for i, row in enumerate(probs)
         ]
+
+    @staticmethod
+    def _entities(
+        out: InferenceOutput, offsets: list[tuple[int, int]], info: ModelInfo, row: int
+    ) -> tuple[Entity, ...]:
+        if out.token_logits is None or not info.entity_labels:
+            return ()
+        return tuple(decode_bio(out.token_logits[row], offsets, info.entity_labels))

@@ -34,6 +34,7 @@ class Encoded:
     input_ids: npt.NDArray[Any]
     attention_mask: npt.NDArray[Any]
     truncated: list[bool]
+    offsets: list[list[tuple[int, int]]]  # per kept token: character span in the text
 
 
 class WordPieceTokenizer:
@@ -50,11 +51,14 @@ class WordPieceTokenizer:
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         truncated = []
+        offsets = []
         for row, enc in enumerate(encodings):
-            tokens = enc.ids
+            tokens, spans = enc.ids, enc.offsets
             if len(tokens) > cap:  # keep [CLS] ... and the final [SEP]
                 tokens = tokens[: cap - 1] + tokens[-1:]
+                spans = spans[: cap - 1] + spans[-1:]
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
             truncated.append(len(enc.ids) > cap)
-        return Encoded(ids, mask, truncated)
+            offsets.append([(int(a), int(b)) for a, b in spans])
+        return Encoded(ids, mask, truncated, offsets)

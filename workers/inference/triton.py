@@ -30,6 +30,10 @@ def map_error(exc: InferenceServerException) -> InferenceUnavailable | Inference
     return InferenceUnavailable(detail) if code in _RETRIABLE else InferenceRejected(detail)
 
 
+# Outputs beyond logits + embedding that a model may declare; requested only when it does.
+OPTIONAL_OUTPUTS = ("safety", "token_logits", "reply_index", "reply_score")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
@@ -37,6 +41,9 @@ class ModelInfo:
     labels: list[str]
     backend: str
     max_seq_len: int
+    outputs: tuple[str, ...] = ("logits", "embedding")
+    entity_labels: tuple[str, ...] = ()
+    reply_bank_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,10 @@ class InferenceOutput:
     embedding: npt.NDArray[Any]  # [B, D]
     model_version: str
     seconds: float
+    safety: npt.NDArray[Any] | None = None  # [B, 2] logits (safe, unsafe)
+    token_logits: npt.NDArray[Any] | None = None  # [B, L, T] BIO logits
+    reply_index: npt.NDArray[Any] | None = None  # [B, K]
+    reply_score: npt.NDArray[Any] | None = None  # [B, K]
 
 
 class TritonClassifierClient:
@@ -79,12 +90,17 @@ class TritonClassifierClient:
             except InferenceServerException as exc:
                 raise map_error(exc) from exc
             params = {k: v.get("string_value", "") for k, v in cfg["config"]["parameters"].items()}
+            declared = {o["name"] for o in meta.get("outputs", [])}
+            entity_labels = params.get("entity_labels", "")
             self._info = ModelInfo(
                 name=self.model_name,
                 version=str(max(meta.get("versions", ["1"]), key=int)),
                 labels=[x.strip() for x in params["labels"].split(",")],
                 backend=params.get("backend_label", "unknown"),
                 max_seq_len=int(params.get("max_seq_len", "256")),
+                outputs=("logits", "embedding", *(o for o in OPTIONAL_OUTPUTS if o in declared)),
+                entity_labels=tuple(x.strip() for x in entity_labels.split(",") if x.strip()),
+                reply_bank_model=params.get("reply_bank_model") or None,
             )
         return self._info
 
@@ -96,7 +112,8 @@ class TritonClassifierClient:
             tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in ("logits", "embedding")]
+        info = await self.info()
+        outputs = [grpcclient.InferRequestedOutput(n) for n in info.outputs]
         start = time.perf_counter()
         try:
             result = await self._conn().infer(
@@ -106,9 +123,27 @@ class TritonClassifierClient:
             raise map_error(exc) from exc
         seconds = time.perf_counter() - start
         response = result.get_response()
+        optional = {n: result.as_numpy(n) for n in OPTIONAL_OUTPUTS if n in info.outputs}
         return InferenceOutput(
             logits=result.as_numpy("logits"),
             embedding=result.as_numpy("embedding"),
             model_version=str(response.model_version),
             seconds=seconds,
+            **optional,
         )
+
+    async def reply_texts(self, indices: npt.NDArray[Any]) -> list[list[str]]:
+        """Texts of reply-bank entries [B, K] from the model's reply-bank model."""
+        info = await self.info()
+        if info.reply_bank_model is None:
+            return [[] for _ in range(len(indices))]
+        tensor = grpcclient.InferInput("reply_index", list(indices.shape), "INT64")
+        tensor.set_data_from_numpy(indices.astype("int64"))
+        try:
+            result = await self._conn().infer(
+                info.reply_bank_model, [tensor], client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise map_error(exc) from exc
+        texts = result.as_numpy("reply_text")
+        return [[t.decode("utf-8", "replace") for t in row] for row in texts]
