@@ -16,6 +16,8 @@
 #   INFERSTREAM_TRITON_START_TIMEOUT [120] seconds;  INFERSTREAM_TRITON_STOP_TIMEOUT [30] seconds
 #   INFERSTREAM_TRITON_LOG_VERBOSE   [0]
 # CUDA/NVML/DCGM errors in the log are expected (and harmless) on a CPU-only host.
+# Models are loaded explicitly: every model folder with a built version folder, except the
+# KIND_GPU / tensorrt_plan ones when nvidia-smi finds no GPU (so readiness here is not spoiled).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -60,6 +62,20 @@ site_packages() {
   "$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
 }
 
+have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }
+
+# Names of the models to load: built (a numeric version folder) and runnable on this host.
+loadable_models() {
+  local dir name
+  for dir in "$model_repo"/*/; do
+    name=$(basename "$dir")
+    [ -f "$dir/config.pbtxt" ] || continue
+    find "$dir" -mindepth 1 -maxdepth 1 -type d -name '[0-9]*' | grep -q . || continue
+    if grep -qE 'KIND_GPU|tensorrt_plan' "$dir/config.pbtxt" && ! have_gpu; then continue; fi
+    echo "$name"
+  done
+}
+
 wait_ready() {
   local pid=$1 deadline=$((SECONDS + start_timeout))
   until ready; do
@@ -91,7 +107,11 @@ cmd_start() {
   local versions; versions=$(find "$model_repo" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' | head -1)
   [ -n "$versions" ] || die "no built model version under $model_repo (run: python -m workers.modeling.build)"
 
+  local loads=() m
+  while IFS= read -r m; do loads+=("--load-model=$m"); done < <(loadable_models)
+  [ "${#loads[@]}" -gt 0 ] || die "no loadable model under $model_repo"
   mkdir -p "$run_dir"
+  say "models: ${loads[*]#--load-model=}"
   say "starting on http $http_port, grpc $grpc_port, metrics $metrics_port; log $log_file"
   local started=$SECONDS
   # setsid: own session/process group (stubs included), immune to the caller's terminal.
@@ -101,7 +121,7 @@ cmd_start() {
     setsid nohup "$server" \
       --model-repository="$model_repo" \
       --backend-directory="$backends" \
-      --model-control-mode=none \
+      --model-control-mode=explicit "${loads[@]}" \
       --exit-on-error=true \
       --strict-readiness=true \
       --http-address="$address" --grpc-address="$address" --metrics-address="$address" \

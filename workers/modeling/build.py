@@ -162,14 +162,20 @@ def build_models(
     *,
     model_dir: Path | None = None,
     console: Console | None = None,
+    int8_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Build (or reuse) ``minilm_cpu`` and install it as ``<repo_dir>/minilm_cpu/1/``.
+    """Build (or reuse) ``minilm_cpu`` and the multi-task ``inferstream_cpu`` (+ replies).
+
+    ``minilm_cpu`` is installed as ``<repo_dir>/minilm_cpu/1/``; ``inferstream_cpu/1`` and
+    ``inferstream_replies/1`` by :mod:`workers.modeling.mt_build` (INT8 gated against FP32 within
+    ``int8_tolerance`` points, default 1.0).
 
     ``repo_dir`` is the Triton model repository (``Settings.model_repo``, <git root>/model_repo);
     a git root holding ``model_repo/`` is accepted too. The tracked ``config.pbtxt`` and
     ``model.py`` are read from ``<repo_dir>/minilm_cpu/``.
 
-    Returns ``{"minilm_cpu": manifest}``, the manifest being the installed ``build.json`` plus
+    Returns ``{"minilm_cpu": manifest, "inferstream_cpu": manifest}``, a manifest being the
+    installed ``build.json`` plus
     ``"cached"`` (reused from the cache) and ``"installed"`` (the version folder).
     """
     console = console or Console(stderr=True)
@@ -222,7 +228,19 @@ def build_models(
         "seconds": total,
         "run_timings_s": dict(steps.timings),
     }
-    return {MODEL_NAME: {**manifest, **result}}
+    from workers.modeling import mt_build
+
+    with Progress(*columns, console=console, transient=True) as progress:
+        multitask = mt_build.build_multitask(
+            model_root.parent,
+            cache_dir,
+            model_dir,
+            console,
+            progress,
+            force=force,
+            tolerance=mt_build.INT8_TOLERANCE if int8_tolerance is None else int8_tolerance,
+        )
+    return {MODEL_NAME: {**manifest, **result}, **multitask}
 
 
 def _cold_build(
@@ -273,11 +291,18 @@ def main(argv: list[str] | None = None, build: Callable[..., dict[str, Any]] = b
         help="Triton model repository [$INFERSTREAM_MODEL_REPO or <repo>/model_repo]",
     )
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--int8-tolerance", type=float, default=None, help="INT8 gate, points")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
     try:
-        build(args.model_repo, args.cache_dir or default_cache_dir(), args.force, console=console)
+        build(
+            args.model_repo,
+            args.cache_dir or default_cache_dir(),
+            args.force,
+            console=console,
+            int8_tolerance=args.int8_tolerance,
+        )
     except BuildError as exc:
         console.print(f"[bold red]build failed:[/] {exc}")
         return 1

@@ -93,13 +93,15 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def verify_folder(folder: Path, key: str, deep: bool = True) -> bool:
+def verify_folder(
+    folder: Path, key: str, deep: bool = True, names: Iterable[str] = ARTIFACTS
+) -> bool:
     """True when ``folder`` holds a complete build for ``key`` whose files match the manifest."""
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("key") != key:
         return False
     files = manifest.get("files", {})
-    for name in ARTIFACTS:
+    for name in names:
         path, want = folder / name, files.get(name, {})
         if not path.is_file() or path.stat().st_size != want.get("size"):
             return False
@@ -119,13 +121,15 @@ def publish_dir(staging: Path, final: Path) -> Path:
     return final
 
 
-def install_version(artifact_dir: Path, version_dir: Path) -> None:
+def install_version(
+    artifact_dir: Path, version_dir: Path, names: Iterable[str] = ARTIFACTS
+) -> None:
     """Copy a verified build into the Triton version folder, swapping it in whole."""
     staging = version_dir.parent / f".staging-{version_dir.name}-{os.getpid()}"
     old = version_dir.parent / f".old-{version_dir.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in (*ARTIFACTS, MANIFEST):
+    for name in (*names, MANIFEST):
         shutil.copy2(artifact_dir / name, staging / name)
     if version_dir.exists():
         os.replace(version_dir, old)

@@ -1,0 +1,132 @@
+"""Throughput and latency of the multi-task model: torch FP32, OpenVINO FP32 / INT8 in-process,
+and the served ``inferstream_cpu`` through Triton with the real perf_analyzer binary.
+
+    .venv/bin/python bench/model.py [--seconds 2] [--triton 127.0.0.1:18001] [--no-triton]
+
+Needs a finished ``inferstream build-models`` (the FP32 stage in the cache, the INT8 model in
+model_repo/). Rows: sequence length 64 and 128 at batch 1/8/32; in-process columns give
+sequences/s and p50 per call, Triton gives sequences/s and p99 (perf_analyzer, concurrency 2,
+requests of batch B). Start Triton first (``deploy/triton/triton.sh start``) for that column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from workers.modeling.build import default_cache_dir  # noqa: E402
+from workers.modeling.mt_export import openvino_engine  # noqa: E402
+
+CASES = [(64, 1), (64, 8), (64, 32), (128, 1), (128, 8), (128, 32)]
+OUT = REPO / "bench" / "out"
+
+
+def _inputs(length: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 29000, size=(batch, length), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    return ids, np.ones_like(ids)
+
+
+def _time(fn, ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    fn(ids, mask)
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        t = time.perf_counter()
+        fn(ids, mask)
+        times.append(time.perf_counter() - t)
+    return ids.shape[0] * len(times) / sum(times), 1000 * float(np.median(times))
+
+
+def _torch_fp32(onnx_dir: Path):  # type: ignore[no-untyped-def]
+    """The merged model re-exported to ONNX is the served graph; torch runs it via onnx2torch-free
+    path: load the HF encoder weights from the FP32 IR is not possible, so time torch eager on the
+    base encoder + heads of the same shapes (identical FLOPs)."""
+    import torch
+
+    from workers.modeling.build import default_model_dir
+    from workers.modeling.multitask import TrainConfig, build_model, merge_and_attach_bank
+
+    torch.set_num_threads(2)
+    model = build_model(default_model_dir(), 18, 21, TrainConfig())
+    model = merge_and_attach_bank(model, np.zeros((785, 384), dtype=np.float32))
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> object:
+        with torch.inference_mode():
+            return model(torch.from_numpy(ids), torch.from_numpy(mask))
+
+    return run
+
+
+def _perf_analyzer(url: str, length: int, batch: int) -> tuple[float, float] | None:
+    site = Path(sysconfig.get_paths()["purelib"])
+    libs = OUT / "lib"
+    libs.mkdir(parents=True, exist_ok=True)
+    for want, prefix in (("libb64.so.0d", "libb64"), ("libcudart.so.12", "libcudart")):
+        found = sorted((site / "nvidia_pytriton.libs").glob(f"{prefix}*"))
+        if found and not (libs / want).exists():
+            (libs / want).symlink_to(found[0])
+    ids, mask = _inputs(length, 1)
+    data = {"data": [{"input_ids": {"content": ids[0].tolist(), "shape": [length]},
+                      "attention_mask": {"content": mask[0].tolist(), "shape": [length]}}]}  # fmt: skip  # noqa: E501
+    (OUT / "pa_input.json").write_text(json.dumps(data))
+    report = OUT / f"pa_{length}_{batch}.csv"
+    cmd = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", "inferstream_cpu", "-u", url,
+           "-i", "grpc", "-b", str(batch), "--concurrency-range", "2", "--input-data",
+           str(OUT / "pa_input.json"), "--measurement-interval", "4000", "-f", str(report)]  # fmt: skip  # noqa: E501
+    env = dict(os.environ, LD_LIBRARY_PATH=str(libs))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        print(f"perf_analyzer failed: {proc.stdout[-400:]} {proc.stderr[-400:]}", file=sys.stderr)
+        return None
+    row = next(csv.DictReader(report.open()))
+    return float(row["Inferences/Second"]), float(row["p99 latency"]) / 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--triton", default="127.0.0.1:18001")
+    parser.add_argument("--no-triton", action="store_true")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    version = REPO / "model_repo" / "inferstream_cpu" / "1"
+    build = json.loads((version / "build.json").read_text())
+    fp32_dir = default_cache_dir() / "multitask" / f"fp32-{build['fp32_key'][:24]}"
+    engines = {
+        "torch fp32": _torch_fp32(fp32_dir),
+        "OV fp32": openvino_engine(fp32_dir / "fp32.xml", "f32"),
+        "OV int8": openvino_engine(version / "model.xml", "f32"),
+    }
+    head = "| L | B | " + " | ".join(f"{n} seq/s / p50 ms" for n in engines)
+    print(head + ("" if args.no_triton else " | Triton int8 seq/s / p99 ms |"))
+    print("|---" * (2 + len(engines) + (0 if args.no_triton else 1)) + "|")
+    for length, batch in CASES:
+        ids, mask = _inputs(length, batch)
+        cells = [
+            f"{tp:.0f} / {p50:.1f}"
+            for tp, p50 in (_time(e, ids, mask, args.seconds) for e in engines.values())
+        ]
+        if not args.no_triton:
+            pa = _perf_analyzer(args.triton, length, batch)
+            cells.append("n/a" if pa is None else f"{pa[0]:.0f} / {pa[1]:.1f}")
+        print(f"| {length} | {batch} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

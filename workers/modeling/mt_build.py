@@ -1,0 +1,237 @@
+"""Build ``inferstream_cpu`` (INT8 IR) and ``inferstream_replies`` (the reply bank).
+
+Two cached stages under ``cache_dir/multitask/``:
+
+* ``fp32-<key>``: LoRA fine-tuning, merge, reply-bank embeddings, ONNX export, FP32 IR and
+  the FP32 held-out metrics. Key: modeling sources, tracked model files, corpus files, the
+  encoder, package versions, the training config.
+* ``int8-<key>``: NNCF INT8 + the gate (INT8 within ``tolerance`` points of FP32 on every task
+  metric, else :class:`BuildError`). Key: the FP32 key + tolerance. A gate test with an
+  impossible tolerance therefore only redoes this stage.
+
+The GPU twin (``python -m workers.modeling.tensorrt_build``) reuses ``fp32-<key>/model.onnx``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+from workers.modeling import cache
+from workers.modeling.build import BuildError, _Steps
+from workers.modeling.metrics import check_gate, format_table
+from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig
+from workers.modeling.taskdata import TaskData, describe, load_task_data
+from workers.modeling.triton_config import parse_parameters
+
+CPU_MODEL, GPU_MODEL, REPLIES_MODEL = "inferstream_cpu", "inferstream_gpu", "inferstream_replies"
+VERSION = "1"
+INT8_TOLERANCE = 1.0
+FP32_FILES = ("model.onnx", "fp32.xml", "fp32.bin")
+CPU_FILES = ("model.xml", "model.bin", "model.py")
+REPLY_FILES = ("replies.json", "model.py")
+KEY_PACKAGES = (*cache.KEY_PACKAGES, "peft", "nncf", "chatterbot-corpus", "tokenizers")
+CALIBRATION = 300
+_STEPS = ("load", "train", "merge", "export", "convert", "eval-fp32", "quantize", "eval-int8")
+
+
+def _check_config(repo: Path, data: TaskData) -> None:
+    """The tracked configs must carry the labels this data produces (clients read them there)."""
+    for name in (CPU_MODEL, GPU_MODEL):
+        params = parse_parameters((repo / name / "config.pbtxt").read_text(encoding="utf-8"))
+        want = {"labels": ",".join(data.labels), "entity_labels": ",".join(data.tags)}
+        bad = {k: params.get(k) for k, v in want.items() if params.get(k) != v}
+        if bad:
+            raise BuildError(f"{name}/config.pbtxt disagrees with the data: {bad}, want {want}")
+
+
+def _stage_key(repo: Path, model_dir: Path, train_cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
+    from workers.modeling.corpus import corpus_dir
+
+    sources = {f"workers/modeling/{p.name}": p for p in Path(__file__).parent.glob("*.py")}
+    for name in (CPU_MODEL, GPU_MODEL, REPLIES_MODEL):
+        for p in sorted((repo / name).glob("*.p*")):
+            sources[f"{name}/{p.name}"] = p
+    for p in sorted(corpus_dir().glob("*.yml")):
+        sources[f"corpus/{p.name}"] = p
+    extra = {"train": dataclasses.asdict(train_cfg), "calibration": CALIBRATION}
+    return cache.compute_cache_key(sources, model_dir, cache.package_versions(KEY_PACKAGES), extra)
+
+
+def _fp32_stage(
+    work: Path, data: TaskData, model_dir: Path, cfg: TrainConfig, steps: _Steps, progress: Progress
+) -> dict[str, Any]:
+    from workers.modeling import mt_export as ex
+    from workers.modeling import multitask as mt
+    from workers.modeling.tokenization import encode, load_tokenizer
+
+    with steps.step("load", "MiniLM + LoRA + heads"):
+        model = mt.build_model(model_dir, len(data.labels), len(data.tags), cfg)
+    bar = progress.add_task("fine-tune", total=cfg.steps)
+    with steps.step("train", f"{cfg.steps} steps, batch {cfg.batch}, seed {cfg.seed}"):
+        history = mt.train(
+            model, data, model_dir, cfg, lambda n, _: progress.update(bar, completed=n)
+        )
+    progress.remove_task(bar)
+    with steps.step("merge", f"LoRA merged, bank of {len(data.replies)} replies"):
+        model.eval()
+        model = mt.merge_and_attach_bank(model, mt.embed(model, model_dir, list(data.replies)))
+    tok = load_tokenizer(model_dir, mt.MAX_LEN)
+    sample = encode(tok, [data.train.turns[0].text, data.train.notes[0].text])
+    with steps.step("export", f"ONNX opset {ex.OPSET}"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex.export_onnx(model, work / "model.onnx", *sample)
+    with steps.step("convert", "OpenVINO IR fp32"):
+        ex.convert(work / "model.onnx", work / "fp32.xml")
+    with steps.step("eval-fp32", "torch vs OV f32, held-out metrics"):
+        diff = ex.max_abs_diff(
+            ex.torch_engine(model)(*sample), ex.openvino_engine(work / "fp32.xml")(*sample)
+        )
+        torch_metrics = ex.evaluate(ex.torch_engine(model), data, model_dir)
+        fp32 = ex.evaluate(ex.openvino_engine(work / "fp32.xml"), data, model_dir)
+    if max(diff.values()) > 1e-3:
+        raise BuildError(f"OpenVINO FP32 disagrees with torch: {diff}")
+    return {"training": history, "fp32": fp32, "torch": torch_metrics, "ov_vs_torch": diff}
+
+
+def _int8_stage(
+    work: Path, fp32_dir: Path, data: TaskData, model_dir: Path, tolerance: float, steps: _Steps
+) -> dict[str, Any]:
+    import random
+
+    from workers.modeling import mt_export as ex
+    from workers.modeling.tokenization import encode, load_tokenizer
+
+    tok = load_tokenizer(model_dir, 256)
+    rng = random.Random(13)
+    texts = [t.text for t in data.train.turns] + [s.text for s in data.train.safety]
+    texts += [n.text for n in data.train.notes]
+    calib = [encode(tok, [t]) for t in rng.sample(texts, CALIBRATION)]
+    with steps.step("quantize", f"NNCF INT8, {CALIBRATION} calibration items (train split)"):
+        ex.quantize(fp32_dir / "fp32.xml", work / "model.xml", calib)
+    with steps.step("eval-int8", "held-out metrics"):
+        int8 = ex.evaluate(ex.openvino_engine(work / "model.xml"), data, model_dir)
+    fp32 = json.loads((fp32_dir / "build.json").read_text(encoding="utf-8"))["metrics"]["fp32"]
+    gate = check_gate(fp32, int8, tolerance)
+    if not gate.passed:
+        raise BuildError(f"INT8 gate failed (tolerance {tolerance:g} points): {gate.failures}")
+    return {"int8": int8, "gate": {"tolerance": tolerance, "deltas": gate.deltas}}
+
+
+def _publish(work: Path, final: Path, manifest: dict[str, Any], names: tuple[str, ...]) -> None:
+    manifest["files"] = cache.file_records(work, names)
+    cache.write_manifest(work, manifest)
+    if final.exists():
+        shutil.rmtree(final)
+    cache.publish_dir(work, final)
+
+
+def _staged(cache_root: Path, name: str) -> Path:
+    work = cache_root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def build_multitask(
+    repo: Path,
+    cache_dir: Path,
+    model_dir: Path,
+    console: Console,
+    progress: Progress,
+    force: bool = False,
+    tolerance: float = INT8_TOLERANCE,
+    train_cfg: TrainConfig | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) both stages; install ``inferstream_cpu/1`` and ``inferstream_replies/1``."""
+    cfg = train_cfg or TrainConfig()
+    data = load_task_data(cfg.seed)
+    _check_config(repo, data)
+    key, key_inputs = _stage_key(repo, model_dir, cfg)
+    int8_key = hashlib.sha256(f"{key}/{tolerance!r}".encode()).hexdigest()
+    root = cache_dir / "multitask"
+    fp32_dir, int8_dir = root / f"fp32-{key[:24]}", root / f"int8-{int8_key[:24]}"
+    cpu_dir, replies_dir = repo / CPU_MODEL / VERSION, repo / REPLIES_MODEL / VERSION
+    started = time.perf_counter()
+    if (
+        not force
+        and cache.verify_folder(cpu_dir, int8_key, names=CPU_FILES)
+        and cache.verify_folder(replies_dir, int8_key, names=REPLY_FILES)
+    ):
+        status = "up to date"
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        steps = _Steps(progress, console, _STEPS)
+        if force or not cache.verify_folder(fp32_dir, key, names=FP32_FILES):
+            work = _staged(root, "fp32")
+            try:
+                checks = _fp32_stage(work, data, model_dir, cfg, steps, progress)
+                fp32_record = {"key": key, "key_inputs": key_inputs, "metrics": checks}
+                _publish(work, fp32_dir, fp32_record, FP32_FILES)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        fp32_manifest = cache.read_manifest(fp32_dir) or {}
+        if force or not cache.verify_folder(int8_dir, int8_key, names=CPU_FILES):
+            work = _staged(root, "int8")
+            try:
+                checks = _int8_stage(work, fp32_dir, data, model_dir, tolerance, steps)
+                shutil.copy2(repo / CPU_MODEL / "model.py", work / "model.py")
+                (work / "replies.json").write_text(json.dumps(list(data.replies)), encoding="utf-8")
+                shutil.copy2(repo / REPLIES_MODEL / "model.py", work / "replies_model.py")
+                manifest = _manifest(int8_key, key, data, fp32_manifest["metrics"], checks)
+                _publish(work, int8_dir, manifest, (*CPU_FILES, "replies.json", "replies_model.py"))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        _install(int8_dir, cpu_dir, replies_dir)
+        status = "built"
+    installed: dict[str, Any] = cache.read_manifest(cpu_dir) or {}
+    metrics: dict[str, dict[str, float]] = installed.get("metrics", {})
+    for line in format_table({k: metrics[k] for k in ("torch", "fp32", "int8") if k in metrics}):
+        console.print(line)
+    total = round(time.perf_counter() - started, 2)
+    console.log(f"[bold]{CPU_MODEL}[/] {status} in {total:.2f} s, key {int8_key[:12]} -> {cpu_dir}")
+    return {CPU_MODEL: {**installed, "status": status, "seconds": total, "installed": str(cpu_dir)}}
+
+
+def _manifest(
+    key: str, fp32_key: str, data: TaskData, fp32: dict[str, Any], int8: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "fp32_key": fp32_key,
+        "labels": list(data.labels),
+        "entity_labels": list(data.tags),
+        "safety_labels": ["safe", "unsafe"],
+        "top_k": TOP_K,
+        "outputs": list(OUTPUT_NAMES),
+        "data": describe(data),
+        "metrics": {"torch": fp32["torch"], "fp32": fp32["fp32"], "int8": int8["int8"]},
+        "gate": int8["gate"],
+        "training": fp32["training"],
+        "ov_vs_torch": fp32["ov_vs_torch"],
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _install(int8_dir: Path, cpu_dir: Path, replies_dir: Path) -> None:
+    cache.install_version(int8_dir, cpu_dir, CPU_FILES)
+    staging = int8_dir.parent / f".replies-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    shutil.copy2(int8_dir / "replies.json", staging / "replies.json")
+    shutil.copy2(int8_dir / "replies_model.py", staging / "model.py")
+    manifest = cache.read_manifest(int8_dir) or {}
+    manifest = {"key": manifest["key"], "files": cache.file_records(staging, REPLY_FILES)}
+    cache.write_manifest(staging, manifest)
+    cache.install_version(staging, replies_dir, REPLY_FILES)
+    shutil.rmtree(staging, ignore_errors=True)
