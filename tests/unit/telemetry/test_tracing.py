@@ -1,0 +1,262 @@
+"""Tracing helpers with an in-memory exporter: propagation, span tree, links, semconv names."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
+from opentelemetry.trace import SpanKind, StatusCode
+
+from workers.telemetry.tracing import (
+    ATTR_BACKEND,
+    ATTR_BATCH_SIZE,
+    ATTR_MODEL_NAME,
+    STAGES,
+    KafkaTracing,
+    build_tracer_provider,
+)
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+TRACEPARENT = f"00-{TRACE}-{PARENT}-01".encode()
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracing(exporter: InMemorySpanExporter) -> KafkaTracing:
+    provider = build_tracer_provider("none", None, "inferstream-test", span_exporter=exporter)
+    return KafkaTracing.from_provider(provider, consumer_group="inferstream")
+
+
+def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for s in spans:
+        out.setdefault(s.name, []).append(s)
+    return out
+
+
+def hexid(n: int, width: int) -> str:
+    return format(n, f"0{width}x")
+
+
+def run_event(t: KafkaTracing, headers: object, offset: int = 7) -> dict[str, bytes]:
+    """One event through every stage, the way the conversation handler drives the helpers."""
+    ev = t.consume_span("conversations.in", 2, offset, b"conv-1", parent_ctx=t.extract(headers))  # type: ignore[arg-type]
+    with ev:
+        for stage in ("decode", "context", "policy"):
+            with t.stage(stage, ev.ctx):
+                pass
+        t.record("batch_wait", ev.ctx, 1_000, 2_000)
+        with t.batch_span("inference", [ev.ctx], kind=SpanKind.CLIENT) as batch:
+            batch.set(ATTR_MODEL_NAME, "minilm_cpu")
+            batch.set(ATTR_BACKEND, "openvino-fp32")
+        for stage in ("filter", "watermark"):
+            with t.stage(stage, ev.ctx):
+                pass
+        with t.produce_span("conversations.out", ev.ctx, key=b"conv-1") as produced:
+            return produced.headers
+
+
+def test_one_event_one_trace_covering_every_stage(
+    tracing: KafkaTracing, exporter: InMemorySpanExporter
+) -> None:
+    headers = run_event(tracing, [("traceparent", TRACEPARENT), ("other", b"x")])
+    spans = by_name(exporter.get_finished_spans())
+    consume = spans["process conversations.in"][0]
+    produce = spans["publish conversations.out"][0]
+    in_trace = [
+        s for group in spans.values() for s in group if hexid(s.context.trace_id, 32) == TRACE
+    ]
+    names = {s.name for s in in_trace}
+    assert set(STAGES) | {"process conversations.in", "publish conversations.out"} <= names
+    assert consume.parent is not None and hexid(consume.parent.span_id, 16) == PARENT
+    assert consume.parent.is_remote
+    for s in in_trace:
+        if s is not consume:
+            assert s.parent is not None and s.parent.span_id == consume.context.span_id, s.name
+    # the Triton span of this event's trace carries the batch size, backend and model
+    infer = next(s for s in in_trace if s.name == "inference")
+    assert infer.attributes[ATTR_BATCH_SIZE] == 1
+    assert infer.attributes[ATTR_BACKEND] == "openvino-fp32"
+    assert infer.attributes[ATTR_MODEL_NAME] == "minilm_cpu"
+    # the output's headers continue the trace from the producer span
+    version, trace_id, span_id, flags = headers["traceparent"].decode().split("-")
+    assert (version, trace_id, flags) == ("00", TRACE, "01")
+    assert span_id == hexid(produce.context.span_id, 16)
+    wait = next(s for s in in_trace if s.name == "batch_wait")
+    assert (wait.start_time, wait.end_time) == (1_000, 2_000)
+
+
+def test_semconv_messaging_attributes(
+    tracing: KafkaTracing, exporter: InMemorySpanExporter
+) -> None:
+    run_event(tracing, {"traceparent": TRACEPARENT}, offset=41)
+    spans = by_name(exporter.get_finished_spans())
+    consume = spans["process conversations.in"][0]
+    assert consume.kind is SpanKind.CONSUMER
+    assert dict(consume.attributes or {}) == {
+        msg.MESSAGING_SYSTEM: "kafka",
+        msg.MESSAGING_OPERATION_TYPE: "process",
+        msg.MESSAGING_OPERATION_NAME: "process",
+        msg.MESSAGING_DESTINATION_NAME: "conversations.in",
+        msg.MESSAGING_DESTINATION_PARTITION_ID: "2",
+        msg.MESSAGING_KAFKA_OFFSET: 41,
+        msg.MESSAGING_CONSUMER_GROUP_NAME: "inferstream",
+        msg.MESSAGING_KAFKA_MESSAGE_KEY: "conv-1",
+    }
+    produce = spans["publish conversations.out"][0]
+    assert produce.kind is SpanKind.PRODUCER
+    assert produce.attributes is not None
+    assert produce.attributes[msg.MESSAGING_SYSTEM] == "kafka"
+    assert produce.attributes[msg.MESSAGING_OPERATION_TYPE] == "publish"
+    assert produce.attributes[msg.MESSAGING_DESTINATION_NAME] == "conversations.out"
+    assert msg.MESSAGING_CONSUMER_GROUP_NAME not in produce.attributes
+
+
+def test_no_or_bad_traceparent_starts_a_trace(
+    tracing: KafkaTracing, exporter: InMemorySpanExporter
+) -> None:
+    for headers in (None, [], [("traceparent", b"garbage")], {"tracestate": b"a=b"}):
+        exporter.clear()
+        out = run_event(tracing, headers)
+        consume = by_name(exporter.get_finished_spans())["process conversations.in"][0]
+        assert consume.parent is None
+        assert out["traceparent"].decode().split("-")[1] == hexid(consume.context.trace_id, 32)
+
+
+def test_headers_mapping_any_case_and_tracestate(tracing: KafkaTracing) -> None:
+    ctx = tracing.extract({"TraceParent": TRACEPARENT, "tracestate": b"vendor=1"})
+    assert tracing.trace_id(ctx) == TRACE
+    ev = tracing.consume_span("t", 0, 0, None, parent_ctx=ctx)
+    out = tracing.inject(ev.ctx)
+    ev.end()
+    assert out["tracestate"] == b"vendor=1"
+    assert tracing.trace_id(ev.ctx) == TRACE
+
+
+def test_batch_span_links_every_event(
+    tracing: KafkaTracing, exporter: InMemorySpanExporter
+) -> None:
+    events = [
+        tracing.consume_span("t", 0, i, None, parent_ctx=tracing.extract(None)) for i in range(3)
+    ]
+    with tracing.batch_span("inference", [e.ctx for e in events], kind=SpanKind.CLIENT) as b:
+        b.set(ATTR_BACKEND, "tensorrt-fp16")
+    for e in events:
+        e.end()
+    spans = exporter.get_finished_spans()
+    batch = next(s for s in spans if s.name == "inference" and s.kind is SpanKind.CLIENT)
+    event_ids = {e.span.get_span_context().span_id for e in events}
+    assert {link.context.span_id for link in batch.links} == event_ids
+    assert batch.parent is None  # its own trace
+    assert batch.attributes is not None and batch.attributes[ATTR_BATCH_SIZE] == 3
+    copies = [s for s in spans if s.name == "inference" and s is not batch]
+    assert len(copies) == 3
+    for c in copies:
+        assert c.parent is not None and c.parent.span_id in event_ids
+        assert [link.context.span_id for link in c.links] == [batch.context.span_id]
+        assert c.attributes is not None and c.attributes[ATTR_BACKEND] == "tensorrt-fp16"
+        assert (c.start_time, c.end_time) == (batch.start_time, batch.end_time)
+    assert len({c.context.trace_id for c in copies}) == 3
+
+
+def test_failures_mark_spans(tracing: KafkaTracing, exporter: InMemorySpanExporter) -> None:
+    ev = tracing.consume_span("t", 0, 0, b"\xff", parent_ctx=tracing.extract(None))
+    with pytest.raises(RuntimeError), tracing.stage("decode", ev.ctx):
+        raise RuntimeError("bad")
+    with pytest.raises(TimeoutError), tracing.batch_span("inference", [ev.ctx]):
+        raise TimeoutError("triton")
+    ev.end(ValueError("dead letter"))
+    spans = exporter.get_finished_spans()
+    assert all(s.status.status_code is StatusCode.ERROR for s in spans)
+    assert len(spans) == 4  # decode, batch, its per-event copy, process
+    consume = next(s for s in spans if s.kind is SpanKind.CONSUMER)
+    assert consume.attributes is not None
+    assert msg.MESSAGING_KAFKA_MESSAGE_KEY not in consume.attributes  # not valid UTF-8
+
+
+def test_off_passes_trace_context_through_unchanged() -> None:
+    off = KafkaTracing()
+    assert not off.enabled
+    headers = [("traceparent", TRACEPARENT), ("tracestate", b"vendor=1")]
+    ev = off.consume_span("t", 0, 0, b"k", parent_ctx=off.extract(headers))
+    assert not ev.span.is_recording()
+    with off.stage("decode", ev.ctx) as s1, off.stage("filter", ev.ctx) as s2:
+        assert s1 is s2 and not s1.is_recording()
+    with off.batch_span("inference", [ev.ctx]) as b:
+        b.set(ATTR_BACKEND, "x")
+        assert b.attributes == {}
+    off.record("batch_wait", ev.ctx, 1, 2)
+    with off.produce_span("out", ev.ctx) as produced:
+        assert produced.headers == dict(headers)
+    ev.end()
+    assert off.trace_id(ev.ctx) == TRACE
+    assert off.inject(off.extract(None)) == {}
+    assert off.trace_id(off.extract(None)) == ""
+    assert off.stage("a", ev.ctx) is off.stage("b", ev.ctx)  # shared, nothing allocated
+
+
+def test_sampled_out_traces_still_propagate(exporter: InMemorySpanExporter) -> None:
+    provider = build_tracer_provider("none", None, "t", span_exporter=exporter, sample_ratio=0.0)
+    t = KafkaTracing.from_provider(provider)
+    out = run_event(t, None)
+    assert exporter.get_finished_spans() == ()
+    assert out["traceparent"].decode().endswith("-00")  # not sampled, still a valid context
+    out = run_event(t, [("traceparent", TRACEPARENT)])  # a sampled parent is followed
+    assert exporter.get_finished_spans()
+
+
+def test_build_tracer_provider_choices() -> None:
+    assert build_tracer_provider("none", None, "svc") is None
+    for kind, endpoint in (
+        ("console", None),
+        ("otlp-grpc", "http://127.0.0.1:4317"),
+        ("otlp-http", "http://127.0.0.1:4318"),
+    ):
+        provider = build_tracer_provider(kind, endpoint, "svc")  # type: ignore[arg-type]
+        assert isinstance(provider, TracerProvider)
+        assert provider.resource.attributes["service.name"] == "svc"
+        provider.shutdown()
+    with pytest.raises(ValueError, match="unknown trace exporter"):
+        build_tracer_provider("jaeger", None, "svc")  # type: ignore[arg-type]
+
+
+def test_otlp_http_endpoint_gets_the_traces_path() -> None:
+    from workers.telemetry.provider import _exporter
+
+    assert _exporter("otlp-http", "http://c:4318")._endpoint == "http://c:4318/v1/traces"
+    assert _exporter("otlp-http", "http://c:4318/x/v1/traces")._endpoint == (
+        "http://c:4318/x/v1/traces"
+    )
+
+
+def test_unsampled_parent_passes_through_without_spans(
+    tracing: KafkaTracing, exporter: InMemorySpanExporter
+) -> None:
+    unsampled = f"00-{TRACE}-{PARENT}-00".encode()
+    out = run_event(tracing, [("traceparent", unsampled), ("tracestate", b"v=1")])
+    assert exporter.get_finished_spans() == ()
+    assert out == {"traceparent": unsampled, "tracestate": b"v=1"}
+
+
+def test_injected_headers_match_the_w3c_propagator(tracing: KafkaTracing) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ctx = tracing.extract([("traceparent", TRACEPARENT), ("tracestate", b"a=1,b=2")])
+    ev = tracing.consume_span("t", 0, 0, None, parent_ctx=ctx)
+    with tracing.produce_span("out", ev.ctx) as produced:
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(
+            carrier, context=trace.set_span_in_context(produced.span)
+        )
+    ev.end()
+    assert produced.headers == {k: v.encode() for k, v in carrier.items()}
+    assert tracing.inject(ev.ctx)["traceparent"].decode().split("-")[2] == format(
+        ev.span.get_span_context().span_id, "016x"
+    )
