@@ -85,9 +85,14 @@ def _perf_analyzer(url: str, length: int, batch: int) -> tuple[float, float] | N
                       "attention_mask": {"content": mask[0].tolist(), "shape": [length]}}]}  # fmt: skip  # noqa: E501
     (OUT / "pa_input.json").write_text(json.dumps(data))
     report = OUT / f"pa_{length}_{batch}.csv"
-    cmd = [str(Path(sys.executable).parent / "perf_analyzer"), "-m", "inferstream_cpu", "-u", url,
-           "-i", "grpc", "-b", str(batch), "--concurrency-range", "2", "--input-data",
-           str(OUT / "pa_input.json"), "--measurement-interval", "4000", "-f", str(report)]  # fmt: skip  # noqa: E501
+    # --stability-percentage 25 / --max-trials 20: on 2 shared cores the default 10 % window
+    # often never settles.
+    cmd = [
+        str(Path(sys.executable).parent / "perf_analyzer"), "-m", "inferstream_cpu", "-u", url,
+        "-i", "grpc", "-b", str(batch), "--concurrency-range", "2",
+        "--input-data", str(OUT / "pa_input.json"), "--measurement-interval", "4000",
+        "--stability-percentage", "25", "--max-trials", "20", "-f", str(report),
+    ]  # fmt: skip
     env = dict(os.environ, LD_LIBRARY_PATH=str(libs))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
