@@ -245,6 +245,18 @@ def policy_delete(tenant: str) -> None:
     click.echo(f"deleted policy of {tenant}")
 
 
+@cli.command()
+@click.option("--url", default=None, help="Worker metrics URL (default: this worker's web port).")
+@click.option("--refresh", "refresh_s", type=float, default=1.0, show_default=True)
+@click.option("--iterations", type=int, default=None, help="Stop after N refreshes.")
+def top(url: str | None, refresh_s: float, iterations: int | None) -> None:
+    """A live terminal view of a worker: throughput, latency, lag, batches, routes."""
+    from streams.top import run_top
+
+    target = url or f"http://127.0.0.1:{Settings().web_port}/metrics"
+    asyncio.run(run_top(target, refresh_s=refresh_s, iterations=iterations))
+
+
 def main() -> None:
     cli(prog_name="inferstream")
 

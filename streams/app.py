@@ -7,9 +7,12 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import faust
+from prometheus_client import CollectorRegistry
 
+from streams import web
 from streams.agents import conversations
 from streams.publish import FaustPublisher, Publisher
 from streams.records import SourceRecord, dead_letter
@@ -26,17 +29,24 @@ from workers.inference.triton import TritonClassifierClient
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
 from workers.retry import Backoff
+from workers.telemetry.cost import CostModel
+from workers.telemetry.health import Health
+from workers.telemetry.metrics import Metrics
 
 
 class ConfigError(RuntimeError):
     """Settings that cannot work (e.g. no watermark keys)."""
 
 
-def build_classifier(settings: Settings) -> TurnClassifier:
+def build_classifier(settings: Settings, metrics: Metrics | None = None) -> TurnClassifier:
     client = TritonClassifierClient(
         settings.triton_endpoint, settings.model_name, settings.inference_timeout_s
     )
-    backoff = Backoff(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s)
+    backoff = Backoff(
+        initial_s=settings.retry_initial_s,
+        max_s=settings.retry_max_s,
+        on_retry=(lambda exc: metrics.triton_error("unavailable")) if metrics else None,
+    )
     return TurnClassifier(
         client, backoff, max_seq_len=settings.max_seq_len, max_batch=settings.max_batch
     )
@@ -101,6 +111,9 @@ def create_app(
     topics = declare_topics(app, settings)
     publisher = publisher or FaustPublisher(topics.by_name())
     governor = governor or build_governor(settings)
+    metrics = Metrics(CollectorRegistry())
+    health = Health(("kafka", "triton", "tables"))
+    classifier = classifier or build_classifier(settings, metrics)
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def policy_dead_letter(source: SourceRecord, exc: InvalidEvent) -> None:
@@ -111,6 +124,7 @@ def create_app(
         )
 
     ready = _always_ready
+    tables_ready: Callable[[], bool] = lambda: True  # noqa: E731
     if follow_policies:
         table = PolicyTable(
             settings.bootstrap_servers,
@@ -123,15 +137,37 @@ def create_app(
         async def ready() -> None:
             await asyncio.wait_for(table.caught_up.wait(), settings.policy_wait_s)
 
+        tables_ready = table.caught_up.is_set
+
     handler = conversations.ConversationHandler(
         settings,
-        classifier or build_classifier(settings),
+        classifier,
         governor,
         publisher,
         worker_id=worker_id,
         ready=ready,
+        metrics=metrics,
+        costs=CostModel(settings.gpu_usd_per_hour, settings.cpu_usd_per_hour),
     )
     conversations.register(app, topics.conversations_in, handler)
+    web.register(app, metrics, health)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def observe() -> None:
+        """Consumer lag per partition, table size and health checks, every 2 s."""
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            position = await consumer.position(tp)
+            if position is not None:
+                metrics.set_lag(tp.topic, tp.partition, consumer.highwater(tp) - position)
+        metrics.set_table_size("policies", len(governor.policies))
+        health.set("kafka", not app.rebalancing, "rebalancing" if app.rebalancing else "")
+        health.set("tables", tables_ready(), "" if tables_ready() else "policy table catching up")
+        client = classifier.client
+        ok = await client.ready() if isinstance(client, TritonClassifierClient) else True
+        health.set("triton", ok, "" if ok else f"{settings.model_name} not ready")
+        health.beat()
+
     return app
 
 

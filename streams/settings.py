@@ -52,7 +52,11 @@ class Settings(BaseSettings):
     triton_http_port: int = Field(18000, description="HTTP port of the local Triton.")
     triton_grpc_port: int = Field(18001, description="gRPC port of the local Triton.")
     triton_metrics_port: int = Field(18002, description="Metrics port of the local Triton.")
-    model_name: str = Field("minilm_cpu", description="Triton model that classifies turns.")
+    model_name: str = Field(
+        "inferstream_cpu",
+        description="Triton model for turns: inferstream_cpu (trained heads, INT8) or minilm_cpu "
+        "(zero-shot support intents, FP32).",
+    )
     model_repo: Path = Field(REPO_ROOT / "model_repo", description="Triton model repository.")
     inference_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call.")
     retry_initial_s: float = Field(0.2, gt=0, description="First back-off of a retriable error.")
@@ -84,6 +88,14 @@ class Settings(BaseSettings):
     )
     policy_wait_s: float = Field(
         60.0, gt=0, description="Longest wait at start for the policy table to catch up."
+    )
+
+    # --- telemetry ---------------------------------------------------------------------------
+    gpu_usd_per_hour: float = Field(
+        3.50, ge=0, description="Price of one GPU Triton replica-hour (cost per event)."
+    )
+    cpu_usd_per_hour: float = Field(
+        0.09, ge=0, description="Price of one CPU Triton replica-hour (cost per event)."
     )
 
     # --- process -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ class Backoff:
     max_attempts: int | None = None
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rand: Callable[[], float] = field(default=random.random)
+    on_retry: Callable[[InferstreamError], None] | None = None  # e.g. count it in metrics
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.max_s, self.initial_s * (2**attempt))
@@ -43,6 +44,8 @@ class Backoff:
                     raise
                 if self.max_attempts is not None and attempt + 1 >= self.max_attempts:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(exc)
                 wait = self.delay(attempt)
                 log.warning("%s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, wait)
                 await self.sleep(wait)

@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from streams.publish import Publisher
 from streams.records import (
     ConversationEvent,
@@ -28,6 +30,8 @@ from workers.errors import InferenceRejected, InvalidEvent
 from workers.governance import Governor, ModelRef, Released
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
+from workers.telemetry.cost import CostModel
+from workers.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 Pending = list[Awaitable[object]]
@@ -43,6 +47,8 @@ class ConversationHandler:
         *,
         worker_id: str,
         ready: Callable[[], Awaitable[None]],
+        metrics: Metrics | None = None,
+        costs: CostModel | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -51,10 +57,13 @@ class ConversationHandler:
         self.publisher = publisher
         self.worker_id = worker_id
         self.ready = ready
+        self.metrics = metrics or Metrics(CollectorRegistry())
+        self.costs = costs or CostModel(gpu_usd_per_hour=0.0, cpu_usd_per_hour=0.0)
         self.clock = clock
 
     async def handle(self, records: Sequence[SourceRecord]) -> None:
         await self.ready()  # the policy table has caught up: decisions use current policies
+        self.metrics.event_in(self.settings.topic_in, len(records))
         pending: Pending = []
         admitted: list[tuple[SourceRecord, ConversationEvent, Access]] = []
         for rec in records:
@@ -71,6 +80,7 @@ class ConversationHandler:
             if access.allowed:
                 admitted.append((rec, event, access))
             else:
+                self.metrics.policy_denial(access.reason)
                 pending += await self._denied(event, access)
         if admitted:
             pending += await self._classify_and_send(admitted)
@@ -80,8 +90,10 @@ class ConversationHandler:
         self, batch: list[tuple[SourceRecord, ConversationEvent, Access]]
     ) -> Pending:
         try:
-            predictions = await self.classifier.classify([ev.text for _, ev, _ in batch])
+            with self.metrics.inflight(), self.metrics.time_stage("inference"):
+                predictions = await self.classifier.classify([ev.text for _, ev, _ in batch])
         except InferenceRejected as exc:
+            self.metrics.triton_error("rejected")
             if len(batch) == 1:
                 rec, ev, _ = batch[0]
                 return [await self._dead_letter(rec, exc.reason, exc.detail, ev.event_id)]
@@ -91,17 +103,24 @@ class ConversationHandler:
             for item in batch:
                 pending += await self._classify_and_send([item])
             return pending
+        self.metrics.observe_batch(len(batch))
+        self.metrics.route(predictions[0].backend, len(batch))
         pending = []
         for (_, ev, access), pred in zip(batch, predictions, strict=True):
+            cost = self.costs.per_event(pred.inference_ms / 1000.0, pred.batch_size, pred.backend)
+            self.metrics.observe_cost(ev.tenant, pred.backend, cost)
             model = ModelRef(pred.model_name, pred.model_version, pred.backend)
-            released = self.governor.release(
-                ev.text,
-                access,
-                model=model,
-                trace_id="",
-                safety_score=pred.safety_score,
-                entities=pred.entities,
-            )
+            with self.metrics.time_stage("governance"):
+                released = self.governor.release(
+                    ev.text,
+                    access,
+                    model=model,
+                    trace_id="",
+                    safety_score=pred.safety_score,
+                    entities=pred.entities,
+                )
+            if released.decision is not None:
+                self.metrics.filter_decision(released.decision.action)
             pending += await self._send(ev, released, pred)
         return pending
 
@@ -142,6 +161,8 @@ class ConversationHandler:
             "inferstream-event-id": ev.event_id.encode(),
             "content-type": b"application/json",
         }
+        self.metrics.event_out(self.settings.topic_out)
+        self.metrics.observe_e2e(max(0.0, now - ev.ts))
         pending = [
             await self.publisher.send(
                 self.settings.topic_out,
@@ -152,6 +173,7 @@ class ConversationHandler:
         ]
         action = "deny" if rel.status == "denied" else (rel.decision.action if rel.decision else "")
         if action in ("deny", "block", "mask"):
+            self.metrics.event_out(self.settings.topic_moderation)
             record = moderation_event(
                 "policy" if action == "deny" else "filter",
                 ev,
@@ -177,6 +199,8 @@ class ConversationHandler:
     ) -> Awaitable[object]:
         event_id = event_id or peek_event_id(rec.value)
         log.info("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
+        self.metrics.dead_letter(rec.topic, reason)
+        self.metrics.event_out(self.settings.topic_deadletter)
         value = dead_letter(
             rec, reason, detail, worker=self.worker_id, now=self.clock(), event_id=event_id
         )

@@ -105,7 +105,7 @@ def test_1000_valid_and_50_invalid_events(start_worker: WorkerFactory) -> None:
     labels = {r["label"] for r in results}
     assert labels <= set(results[0]["scores"]) and len(labels) >= 4
     assert all(r["model"]["name"] == settings.model_name for r in results)
-    assert all(r["backend"] == "openvino-fp32" for r in results)
+    assert all(r["backend"] == "openvino-int8" for r in results)
     assert all(r["status"] == "ok" and r["policy_version"] == "1" for r in results)
     assert all(r["_key"] == r["conversation_id"].encode() for r in results)
 

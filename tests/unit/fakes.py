@@ -36,9 +36,6 @@ class FakeInferenceClient:
             logits[i, int(attention_mask[i].sum()) % len(self.labels)] = 5.0
         return InferenceOutput(logits, np.ones((n, 4), np.float32), "7", 0.001)
 
-    async def reply_texts(self, indices: np.ndarray) -> list[list[str]]:
-        return [[f"reply {int(i)}" for i in row] for row in indices]
-
 
 @dataclass
 class RecordingPublisher:

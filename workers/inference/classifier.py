@@ -23,8 +23,6 @@ class InferenceClient(Protocol):
         self, input_ids: npt.NDArray[Any], attention_mask: npt.NDArray[Any]
     ) -> InferenceOutput: ...
 
-    async def reply_texts(self, indices: npt.NDArray[Any]) -> list[list[str]]: ...
-
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
@@ -39,7 +37,6 @@ class Prediction:
     truncated: bool
     safety_score: float | None = None  # probability the turn is unsafe, when the model has it
     entities: tuple[Entity, ...] = ()  # token-classification entities, when the model has them
-    replies: tuple[tuple[str, float], ...] = ()  # nearest reply-bank entries (text, cosine)
 
 
 def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -101,11 +98,7 @@ class TurnClassifier:
         probs = softmax(out.logits.astype(np.float64))
         ms = out.seconds * 1000.0
         unsafe = softmax(out.safety.astype(np.float64))[:, 1] if out.safety is not None else None
-        replies: list[list[str]] = [[] for _ in texts]
-        if out.reply_index is not None:
-            index = out.reply_index
-            replies = await self.backoff.run(lambda: self.client.reply_texts(index), "replies")
-        scores = out.reply_score if out.reply_score is not None else np.zeros((n, 0))
+
         return [
             Prediction(
                 label=info.labels[int(row.argmax())],
@@ -119,7 +112,6 @@ class TurnClassifier:
                 truncated=enc.truncated[i],
                 safety_score=None if unsafe is None else float(unsafe[i]),
                 entities=self._entities(out, enc.offsets[i], info, i),
-                replies=tuple(zip(replies[i], map(float, scores[i]), strict=False)),
             )
             for i, row in enumerate(probs)
         ]

@@ -31,7 +31,7 @@ def map_error(exc: InferenceServerException) -> InferenceUnavailable | Inference
 
 
 # Outputs beyond logits + embedding that a model may declare; requested only when it does.
-OPTIONAL_OUTPUTS = ("safety", "token_logits", "reply_index", "reply_score")
+OPTIONAL_OUTPUTS = ("safety", "token_logits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,6 @@ class ModelInfo:
     max_seq_len: int
     outputs: tuple[str, ...] = ("logits", "embedding")
     entity_labels: tuple[str, ...] = ()
-    reply_bank_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +53,6 @@ class InferenceOutput:
     seconds: float
     safety: npt.NDArray[Any] | None = None  # [B, 2] logits (safe, unsafe)
     token_logits: npt.NDArray[Any] | None = None  # [B, L, T] BIO logits
-    reply_index: npt.NDArray[Any] | None = None  # [B, K]
-    reply_score: npt.NDArray[Any] | None = None  # [B, K]
 
 
 class TritonClassifierClient:
@@ -100,9 +97,17 @@ class TritonClassifierClient:
                 max_seq_len=int(params.get("max_seq_len", "256")),
                 outputs=("logits", "embedding", *(o for o in OPTIONAL_OUTPUTS if o in declared)),
                 entity_labels=tuple(x.strip() for x in entity_labels.split(",") if x.strip()),
-                reply_bank_model=params.get("reply_bank_model") or None,
             )
         return self._info
+
+    async def ready(self) -> bool:
+        """Whether Triton reports the model ready (for health checks and routing probes)."""
+        try:
+            return bool(
+                await self._conn().is_model_ready(self.model_name, client_timeout=self.timeout_s)
+            )
+        except InferenceServerException:
+            return False
 
     async def infer(
         self, input_ids: npt.NDArray[Any], attention_mask: npt.NDArray[Any]
@@ -131,19 +136,3 @@ class TritonClassifierClient:
             seconds=seconds,
             **optional,
         )
-
-    async def reply_texts(self, indices: npt.NDArray[Any]) -> list[list[str]]:
-        """Texts of reply-bank entries [B, K] from the model's reply-bank model."""
-        info = await self.info()
-        if info.reply_bank_model is None:
-            return [[] for _ in range(len(indices))]
-        tensor = grpcclient.InferInput("reply_index", list(indices.shape), "INT64")
-        tensor.set_data_from_numpy(indices.astype("int64"))
-        try:
-            result = await self._conn().infer(
-                info.reply_bank_model, [tensor], client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise map_error(exc) from exc
-        texts = result.as_numpy("reply_text")
-        return [[t.decode("utf-8", "replace") for t in row] for row in texts]
