@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     topic_moderation: str = Field(
         "moderation.events", description="Audit topic: blocked/masked outputs and denials."
     )
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret; masked).")
     rebalance_timeout_s: float = Field(10.0, description="Faust broker_rebalance_timeout.")
     session_timeout_s: float = Field(10.0, description="Kafka consumer session timeout.")
     heartbeat_interval_s: float = Field(3.0, description="Kafka consumer heartbeat interval.")
