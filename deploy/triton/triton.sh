@@ -49,6 +49,13 @@ any_listening() {
 }
 read_pid() { [ -f "$pid_file" ] && cat "$pid_file" 2>/dev/null || true; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && grep -qa tritonserver "/proc/$1/cmdline" 2>/dev/null; }
+# While starting: the process we launched exists and is no zombie. Not `alive`: right after
+# `setsid nohup ... &` the pid may still be the forked shell that has not exec'd tritonserver yet,
+# and `alive` would call that dead (seen under load: "exited before becoming ready", empty log).
+started() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]
+}
 log_tail() {
   [ -f "$log_file" ] || return 0
   echo "----- last 30 lines of $log_file -----" >&2
@@ -79,7 +86,7 @@ loadable_models() {
 wait_ready() {
   local pid=$1 deadline=$((SECONDS + start_timeout))
   until ready; do
-    if ! alive "$pid"; then log_tail; die "tritonserver (pid $pid) exited before becoming ready"; fi
+    if ! started "$pid"; then log_tail; die "tritonserver (pid $pid) exited before becoming ready"; fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       log_tail; die "not ready after ${start_timeout}s (pid $pid still running; '$0 stop' ends it)"
     fi
