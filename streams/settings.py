@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     topic_out: str = Field("conversations.out", description="Output topic of results.")
     topic_deadletter: str = Field("deadletter", description="Topic of rejected events.")
     topic_policies: str = Field("policies", description="Compacted topic of tenant policies.")
+    topic_analytics: str = Field(
+        "analytics.events", description="One compact record per processed event, with its cost."
+    )
     topic_moderation: str = Field(
         "moderation.events", description="Audit topic: blocked/masked outputs and denials."
     )

@@ -46,6 +46,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "conversations_out": spec(settings.topic_out, 7),
         "deadletter": spec(settings.topic_deadletter, 30),
         "moderation": spec(settings.topic_moderation, 30),
+        "analytics": spec(settings.topic_analytics, 30),
         "policies": policies,
     }
 
@@ -56,9 +57,16 @@ class Topics:
     conversations_out: faust.TopicT
     deadletter: faust.TopicT
     moderation: faust.TopicT
+    analytics: faust.TopicT
 
     def by_name(self) -> dict[str, faust.TopicT]:
-        topics = (self.conversations_in, self.conversations_out, self.deadletter, self.moderation)
+        topics = (
+            self.conversations_in,
+            self.conversations_out,
+            self.deadletter,
+            self.moderation,
+            self.analytics,
+        )
         return {t.get_topic_name(): t for t in topics}
 
 

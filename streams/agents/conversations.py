@@ -30,7 +30,7 @@ from workers.errors import InferenceRejected, InvalidEvent
 from workers.governance import Governor, ModelRef, Released
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
-from workers.telemetry.cost import CostModel
+from workers.telemetry.cost import CostModel, analytics_record
 from workers.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class ConversationHandler:
                 admitted.append((rec, event, access))
             else:
                 self.metrics.policy_denial(access.reason)
-                pending += await self._denied(event, access)
+                pending += await self._denied(rec, event, access)
         if admitted:
             pending += await self._classify_and_send(admitted)
         await self.publisher.flush(pending)
@@ -106,9 +106,7 @@ class ConversationHandler:
         self.metrics.observe_batch(len(batch))
         self.metrics.route(predictions[0].backend, len(batch))
         pending = []
-        for (_, ev, access), pred in zip(batch, predictions, strict=True):
-            cost = self.costs.per_event(pred.inference_ms / 1000.0, pred.batch_size, pred.backend)
-            self.metrics.observe_cost(ev.tenant, pred.backend, cost)
+        for (rec, ev, access), pred in zip(batch, predictions, strict=True):
             model = ModelRef(pred.model_name, pred.model_version, pred.backend)
             with self.metrics.time_stage("governance"):
                 released = self.governor.release(
@@ -121,16 +119,18 @@ class ConversationHandler:
                 )
             if released.decision is not None:
                 self.metrics.filter_decision(released.decision.action)
-            pending += await self._send(ev, released, pred)
+            pending += await self._send(rec, ev, released, pred)
         return pending
 
-    async def _denied(self, ev: ConversationEvent, access: Access) -> Pending:
+    async def _denied(self, rec: SourceRecord, ev: ConversationEvent, access: Access) -> Pending:
         info = await self.classifier.model_info()
         model = ModelRef(info.name, info.version, info.backend)
         released = self.governor.deny(access, input_text=ev.text, model=model, trace_id="")
-        return await self._send(ev, released, None)
+        return await self._send(rec, ev, released, None)
 
-    async def _send(self, ev: ConversationEvent, rel: Released, pred: Prediction | None) -> Pending:
+    async def _send(
+        self, rec: SourceRecord, ev: ConversationEvent, rel: Released, pred: Prediction | None
+    ) -> Pending:
         now = self.clock()
         env = rel.envelope
         ok = rel.status == "ok" and pred is not None
@@ -192,7 +192,55 @@ class ConversationHandler:
                     {"content-type": b"application/json"},
                 )
             )
+        pending.append(await self._analytics(rec, ev, rel, pred, result))
         return pending
+
+    async def _analytics(
+        self,
+        rec: SourceRecord,
+        ev: ConversationEvent,
+        rel: Released,
+        pred: Prediction | None,
+        result: ConversationResult,
+    ) -> Awaitable[object]:
+        """One compact ``inferstream.analytics/v1`` record per processed event, with its cost:
+        its share of the batch's inference time at its backend's hourly price."""
+        cost = 0.0
+        if pred is not None:
+            cost = self.costs.per_event(pred.inference_ms / 1000.0, pred.batch_size, pred.backend)
+            self.metrics.observe_cost(ev.tenant, pred.backend, cost)
+        version = rel.access.policy_version
+        record = analytics_record(
+            event_id=ev.event_id,
+            conversation_id=ev.conversation_id,
+            tenant=ev.tenant,
+            status=rel.status,
+            source_topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            worker=self.worker_id,
+            event_ts=ev.ts,
+            produced_at=result.produced_at,
+            label=result.label,
+            policy="allow" if rel.access.allowed else "deny",
+            policy_reason=None if rel.access.allowed else rel.access.reason,
+            policy_version=int(version) if version.isdigit() else None,
+            filter_action=rel.decision.action if rel.decision else None,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            backend=result.backend,
+            batch_size=pred.batch_size if pred else None,
+            batch_inference_ms=pred.inference_ms if pred else None,
+            latency_ms=result.latency_ms,
+            cost_usd=cost,
+        )
+        self.metrics.event_out(self.settings.topic_analytics)
+        return await self.publisher.send(
+            self.settings.topic_analytics,
+            ev.conversation_id.encode(),
+            record,
+            {"content-type": b"application/json"},
+        )
 
     async def _dead_letter(
         self, rec: SourceRecord, reason: str, detail: str, event_id: str | None = None

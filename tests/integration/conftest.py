@@ -69,6 +69,7 @@ def start_worker(services: Settings, watermark_keys: Path) -> Iterator[WorkerFac
         "INFERSTREAM_TOPIC_DEADLETTER": f"t-{uid}.dead",
         "INFERSTREAM_TOPIC_POLICIES": f"t-{uid}.policies",
         "INFERSTREAM_TOPIC_MODERATION": f"t-{uid}.moderation",
+        "INFERSTREAM_TOPIC_ANALYTICS": f"t-{uid}.analytics",
         "INFERSTREAM_WATERMARK_KEY_DIR": str(watermark_keys),
     }
     created = False

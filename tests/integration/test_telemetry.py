@@ -81,6 +81,21 @@ def test_metrics_count_what_was_sent_dead_lettered_and_produced(
     assert value(m, "inferstream_e2e_latency_seconds_count") == 450
     assert value(m, "inferstream_batch_size_sum") == 430
 
+    analytics = kafka_io.consume(
+        settings.bootstrap_servers,
+        [settings.topic_analytics],
+        until=lambda r: len(r[settings.topic_analytics]) >= 450,
+        timeout_s=60,
+        settle_s=0.5,
+    )[settings.topic_analytics]
+    assert len(analytics) == 450 and len({a["event_id"] for a in analytics}) == 450
+    served = [a for a in analytics if a["status"] == "ok"]
+    assert len(served) == 430 and {a["backend"] for a in served} == {"openvino-int8"}
+    assert all(0 < a["cost_usd"] < 0.003 for a in served)  # priced CPU time, under budget
+    denied = [a for a in analytics if a["status"] == "denied"]
+    assert len(denied) == 20 and all(a["cost_usd"] == 0 for a in denied)
+    assert value(m, "inferstream_events_out_total", topic=settings.topic_analytics) == 450
+
     with urllib.request.urlopen(
         f"http://127.0.0.1:{settings.web_port}/health/ready", timeout=10
     ) as resp:

@@ -56,7 +56,13 @@ async def test_valid_and_invalid_events(tmp_path) -> None:  # type: ignore[no-un
             await ctx.put(key=f"c{i % 3}".encode(), value=turn(i), wait=False)
         await ctx.put(key=b"x", value=b"{broken", wait=False)
         await ctx.put(key=b"y", value=orjson.dumps({"event_id": "bad1", "text": 1}), wait=False)
-        await until(lambda: len(pub.sent) == 12)
+        await until(
+            lambda: (
+                len(pub.on(settings.topic_out)) == 10
+                and len(pub.on(settings.topic_deadletter)) == 2
+                and len(pub.on(settings.topic_analytics)) == 10
+            )
+        )
 
     results = [orjson.loads(v) for _, _, v, _ in pub.on(settings.topic_out)]
     assert sorted(r["event_id"] for r in results) == sorted(f"e{i}" for i in range(10))
@@ -70,7 +76,10 @@ async def test_valid_and_invalid_events(tmp_path) -> None:  # type: ignore[no-un
     assert set(dead) == {"bad_json", "missing_field"}
     assert dead["bad_json"][0] == b"x"
     assert dead["missing_field"][1]["inferstream-reason"] == b"missing_field"
-    assert pub.flushed == 12
+    assert pub.flushed == 22  # 10 results + 10 analytics records + 2 dead letters
+    analytics = [orjson.loads(v) for _, _, v, _ in pub.on(settings.topic_analytics)]
+    assert {a["event_id"] for a in analytics} == {f"e{i}" for i in range(10)}
+    assert all(a["schema"] == "inferstream.analytics/v1" and a["status"] == "ok" for a in analytics)
 
 
 async def test_poison_event_does_not_sink_its_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +94,9 @@ async def test_poison_event_does_not_sink_its_batch(tmp_path) -> None:  # type: 
         await ctx.put(key=b"c", value=turn(0, "hi"), wait=False)
         await ctx.put(key=b"c", value=turn(1, "poison " * 5), wait=False)
         await ctx.put(key=b"c", value=turn(2, "hello there"), wait=False)
-        await until(lambda: len(pub.sent) == 3)
+        await until(
+            lambda: len(pub.on(settings.topic_out)) + len(pub.on(settings.topic_deadletter)) == 3
+        )
 
     assert sorted(orjson.loads(v)["event_id"] for _, _, v, _ in pub.on(settings.topic_out)) == [
         "e0",
@@ -101,7 +112,9 @@ async def test_every_event_is_accounted_for(tmp_path, n: int) -> None:  # type: 
     async with app.agents["conversations"].test_context() as ctx:
         for i in range(n):
             await ctx.put(key=b"k", value=turn(i) if i % 4 else b"\xff", wait=False)
-        await until(lambda: len(pub.sent) == n)
+        await until(
+            lambda: len(pub.on(settings.topic_out)) + len(pub.on(settings.topic_deadletter)) == n
+        )
     ok = len(pub.on(settings.topic_out))
     bad = len(pub.on(settings.topic_deadletter))
     assert (ok, bad) == (n - (n + 3) // 4, (n + 3) // 4)
