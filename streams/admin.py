@@ -9,9 +9,11 @@ crash-loop Faust (``PartitionsMismatch``), and puts retention and replication in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -54,6 +56,21 @@ async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = 
         return created
     finally:
         await admin.close()
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topic: str, *, timeout_s: float | None = 60.0
+) -> list[TopicPartition]:
+    """The partitions of ``topic`` as a group-less consumer sees them, waiting (``None``: for
+    ever) until the topic exists. Raises ``TimeoutError`` when it does not appear in time."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    while not (numbers := consumer.partitions_for_topic(topic)):
+        if deadline is not None and loop.time() >= deadline:
+            raise TimeoutError(f"topic {topic!r} does not exist (is a worker running?)")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.2)
+    return [TopicPartition(topic, p) for p in sorted(numbers)]
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from streams.admin import ensure_topics
+from streams.admin import ensure_topics, topic_partitions
 from streams.records import ConversationEvent
 from streams.samples import POLICY_TENANTS, sample_events
 from streams.settings import Settings
@@ -97,27 +97,12 @@ async def _end_offsets_consumer(settings: Settings, topics: list[str]) -> AIOKaf
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
     await consumer.start()
-    parts = [
-        TopicPartition(t, p)
-        for t in topics
-        for p in sorted(await _partitions(consumer, t, settings))
-    ]
+    parts = [tp for t in topics for tp in await topic_partitions(consumer, t)]
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
     for tp in parts:  # resolve positions now, before anything is produced
         await consumer.position(tp)
     return consumer
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, settings: Settings) -> set[int]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return set(parts)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"topic {topic!r} does not exist (is a worker running?)")
 
 
 async def tail(
@@ -132,9 +117,7 @@ async def tail(
     await consumer.start()
     seen = 0
     try:
-        parts = [
-            TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic, settings))
-        ]
+        parts = await topic_partitions(consumer, topic)
         consumer.assign(parts)
         if from_beginning:
             await consumer.seek_to_beginning(*parts)

@@ -13,8 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from streams.admin import topic_partitions
 from streams.records import SourceRecord
 from workers.errors import InvalidEvent
 from workers.guard.policy import PolicyStore
@@ -50,7 +51,7 @@ class PolicyTable:
         )
         await consumer.start()
         try:
-            parts = [TopicPartition(self.topic, p) for p in await self._partitions(consumer)]
+            parts = await topic_partitions(consumer, self.topic, timeout_s=None)
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
@@ -66,12 +67,6 @@ class PolicyTable:
                     self.caught_up.set()
         finally:
             await consumer.stop()
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int]:
-        while not (parts := consumer.partitions_for_topic(self.topic)):
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
-        return set(parts)
 
     async def _apply(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         key, value = rec.key, rec.value

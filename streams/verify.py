@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from streams.admin import topic_partitions
 from streams.settings import Settings
 from workers.provenance import textmark
 from workers.provenance.envelope import Envelope
@@ -66,10 +67,9 @@ async def find_record(settings: Settings, provenance_id: str) -> dict[str, Any] 
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        numbers = consumer.partitions_for_topic(settings.topic_out) or set()
-        parts = [TopicPartition(settings.topic_out, p) for p in sorted(numbers)]
-        if not parts:
+        try:
+            parts = await topic_partitions(consumer, settings.topic_out, timeout_s=5.0)
+        except TimeoutError:
             return None
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
