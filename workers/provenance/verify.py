@@ -157,17 +157,3 @@ def verify_text(text: str, keys: KeyRing, lookup: EnvelopeLookup | None = None) 
     return _from_envelope(
         env, "text", True, reason, whole_output=whole, copies=best.count, other_ids=others
     )
-
-
-def verify_any(raw: str | bytes, keys: KeyRing, lookup: EnvelopeLookup | None = None) -> Verdict:
-    """A JSON result record, a JSON string (a copied text), or plain text."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict) and (ENVELOPE_FIELD in obj or "signature" in obj):
-        return verify_record(obj, keys)
-    if isinstance(obj, str):
-        return verify_text(obj, keys, lookup)
-    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
-    return verify_text(text, keys, lookup)

@@ -1,5 +1,3 @@
-import json
-
 import orjson
 import pytest
 
@@ -7,7 +5,7 @@ from tests.unit.provenance.conftest import LONG_TEXT
 from workers.provenance.envelope import Envelope
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Stamped, Watermarker
-from workers.provenance.verify import EnvelopeIndex, verify_any, verify_record, verify_text
+from workers.provenance.verify import EnvelopeIndex, verify_record, verify_text
 
 
 @pytest.fixture
@@ -93,12 +91,3 @@ def test_text_without_mark_or_with_forged_envelope(ring: KeyRing, stamped: Stamp
     forged = Envelope.from_dict({**stamped.envelope.to_dict(), "model_name": "gpt-x"})
     verdict = verify_text(stamped.text, ring, lambda pid: forged)
     assert not verdict.authentic and verdict.reason == "bad_signature"
-
-
-def test_verify_any_dispatches(ring: KeyRing, stamped: Stamped) -> None:
-    index = EnvelopeIndex([stamped.envelope])
-    assert verify_any(orjson.dumps(record(stamped)), ring).kind == "record"
-    as_json_string = json.dumps(stamped.text[10:120])  # text copied out of a JSON document
-    assert verify_any(as_json_string, ring, index.get).reason == "traced"
-    assert verify_any(stamped.text.encode(), ring, index.get).reason == "ok"
-    assert verify_any("just some text", ring).reason == "no_mark"
