@@ -7,6 +7,7 @@ effective values with secrets masked.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,26 @@ class Settings(BaseSettings):
     topic_moderation: str = Field(
         "moderation.events", description="Audit topic: blocked/masked outputs and denials."
     )
+    topic_documents_in: str = Field("documents.in", description="Input topic of documents.")
+    topic_documents_out: str = Field(
+        "documents.out", description="Output topic of document entity results."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client of the worker connects."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user of this worker.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (secret; masked). Or kafka_sasl_password_file."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (e.g. a mounted Kubernetes Secret)."
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
     rebalance_timeout_s: float = Field(10.0, description="Faust broker_rebalance_timeout.")
     session_timeout_s: float = Field(10.0, description="Kafka consumer session timeout.")
     heartbeat_interval_s: float = Field(3.0, description="Kafka consumer heartbeat interval.")
@@ -60,6 +81,15 @@ class Settings(BaseSettings):
         "(zero-shot support intents, FP32).",
     )
     model_repo: Path = Field(REPO_ROOT / "model_repo", description="Triton model repository.")
+    gpu_model_name: str | None = Field(
+        "inferstream_gpu",
+        description="Triton model preferred while it is ready (TensorRT FP16); unset = CPU only.",
+    )
+    gpu_reprobe_s: float = Field(
+        15.0, ge=0, description="Seconds before a GPU route that went down is probed again."
+    )
+    triton_ssl: bool = Field(False, description="Connect to Triton's gRPC endpoint over TLS.")
+    triton_ssl_root_cert: Path | None = Field(None, description="CA of Triton's TLS certificate.")
     inference_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call.")
     retry_initial_s: float = Field(0.2, gt=0, description="First back-off of a retriable error.")
     retry_max_s: float = Field(5.0, gt=0, description="Longest back-off between retries.")
@@ -74,6 +104,47 @@ class Settings(BaseSettings):
     max_seq_len: int = Field(256, ge=8, description="Token cap per turn sent to the model.")
     max_batch: int = Field(32, ge=1, description="Most events handed to one model call.")
     max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch (ms).")
+    max_inflight: int = Field(2, ge=1, description="Model calls (batches) in flight at once.")
+    max_pending: int = Field(
+        256,
+        ge=1,
+        description="Events taken from Kafka and not yet finished; at this many the worker "
+        "pauses fetching (backpressure).",
+    )
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once",
+        description="exactly_once: outputs, table changes and input offsets commit in one Kafka "
+        "transaction per input partition.",
+    )
+    commit_interval_ms: float = Field(
+        100.0, gt=0, description="How often finished work is committed (ms)."
+    )
+    dedupe_window_s: float = Field(
+        7 * 86400.0, gt=0, description="How long an event id is remembered for de-duplication."
+    )
+    state_dir: Path | None = Field(
+        None, description="Local RocksDB tables (a cache of the changelogs); unset = run_dir/state."
+    )
+    context_budget_tokens: int = Field(
+        256, ge=0, description="Token budget of a turn plus its selected context."
+    )
+    context_gate: float = Field(
+        0.7, ge=0, le=1, description="Weight of relevance against recency in context selection."
+    )
+    context_half_life_turns: float = Field(
+        4.0, gt=0, description="Recency half-life of context selection (turns)."
+    )
+    context_turn_cap: int = Field(64, ge=1, description="Turns kept per conversation.")
+    context_token_cap: int = Field(4096, ge=1, description="Tokens kept per conversation.")
+    context_idle_s: float = Field(
+        86400.0, gt=0, description="A conversation idle this long is dropped from the table."
+    )
+    doc_overlap_tokens: int = Field(
+        32, ge=0, description="Tokens shared by consecutive chunks of a long document."
+    )
+    max_document_bytes: int = Field(
+        2_000_000, ge=1, description="Largest accepted document event (bytes)."
+    )
 
     # --- governance --------------------------------------------------------------------------
     watermark_key_dir: Path | None = Field(
@@ -93,6 +164,18 @@ class Settings(BaseSettings):
     )
 
     # --- telemetry ---------------------------------------------------------------------------
+    tracing_exporter: Literal["none", "console", "otlp-grpc", "otlp-http"] = Field(
+        "none", description="Where spans go; none = tracing off (no spans are made)."
+    )
+    tracing_endpoint: str | None = Field(
+        None, description="OTLP endpoint (default: the exporter's own, e.g. localhost:4317)."
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces sampled; a producer's sampled traceparent is honoured.",
+    )
     gpu_usd_per_hour: float = Field(
         3.50, ge=0, description="Price of one GPU Triton replica-hour (cost per event)."
     )
@@ -117,6 +200,10 @@ class Settings(BaseSettings):
     @property
     def triton_endpoint(self) -> str:
         return self.triton_url or f"127.0.0.1:{self.triton_grpc_port}"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or self.run_dir / "state"
 
     @property
     def embedded_kafka(self) -> bool:

@@ -19,12 +19,15 @@ from streams.admin import ensure_topics
 from streams.settings import REPO_ROOT, Settings
 from workers.provenance.keys import generate_key_file
 
+# INFERSTREAM_TEST_PORT_BASE moves the whole set (and the run dir) so that two test sessions on one
+# machine do not share a broker: Kafka base+1092, Triton base..base+2, worker web ports base+8000+.
+PORT_BASE = int(os.environ.get("INFERSTREAM_TEST_PORT_BASE", "28000"))
 TEST_PORTS = {
-    "INFERSTREAM_KAFKA_PORT": "29092",
-    "INFERSTREAM_TRITON_HTTP_PORT": "28000",
-    "INFERSTREAM_TRITON_GRPC_PORT": "28001",
-    "INFERSTREAM_TRITON_METRICS_PORT": "28002",
-    "INFERSTREAM_RUN_DIR": str(REPO_ROOT / ".run" / "test"),
+    "INFERSTREAM_KAFKA_PORT": str(PORT_BASE + 1092),
+    "INFERSTREAM_TRITON_HTTP_PORT": str(PORT_BASE),
+    "INFERSTREAM_TRITON_GRPC_PORT": str(PORT_BASE + 1),
+    "INFERSTREAM_TRITON_METRICS_PORT": str(PORT_BASE + 2),
+    "INFERSTREAM_RUN_DIR": str(REPO_ROOT / ".run" / f"test-{PORT_BASE}"),
 }
 
 
@@ -77,7 +80,7 @@ def start_worker(services: Settings, watermark_keys: Path) -> Iterator[WorkerFac
     def start(**extra: str) -> tuple[local.WorkerProcess, Settings]:
         nonlocal created
         env = dict(os.environ) | TEST_PORTS | topics
-        env |= {"INFERSTREAM_WEB_PORT": str(36000 + len(started)), "HF_HUB_OFFLINE": "1"}
+        env |= {"INFERSTREAM_WEB_PORT": str(PORT_BASE + 8000 + len(started)), "HF_HUB_OFFLINE": "1"}
         env |= extra
         settings = Settings(
             **{
