@@ -13,7 +13,8 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from streams import web
-from streams.agents import conversations
+from streams.agents import conversations, documents
+from streams.engine import Engine
 from streams.publish import FaustPublisher, Publisher
 from streams.records import SourceRecord, dead_letter
 from streams.settings import Settings
@@ -25,6 +26,13 @@ from workers.guard.filter import ContentFilter
 from workers.guard.policy import PolicyStore
 from workers.guard.terms import TermList
 from workers.inference.classifier import TurnClassifier
+from workers.inference.router import (
+    OPENVINO_INT8,
+    TENSORRT_FP16,
+    AdaptiveRouter,
+    Route,
+    RoutedClient,
+)
 from workers.inference.triton import TritonClassifierClient
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
@@ -39,8 +47,30 @@ class ConfigError(RuntimeError):
 
 
 def build_classifier(settings: Settings, metrics: Metrics | None = None) -> TurnClassifier:
-    client = TritonClassifierClient(
+    """The turn classifier over the adaptive router: the GPU model while Triton says it is
+    ready, else the CPU model; retriable errors back off (jittered)."""
+    cpu = TritonClassifierClient(
         settings.triton_endpoint, settings.model_name, settings.inference_timeout_s
+    )
+    gpu = None
+    if settings.gpu_model_name:
+        url = settings.triton_gpu_url or settings.triton_endpoint
+        client = TritonClassifierClient(url, settings.gpu_model_name, settings.inference_timeout_s)
+        gpu = Route(settings.gpu_model_name, TENSORRT_FP16, client)
+
+    async def probe(route: Route) -> bool:
+        client = route.client
+        ready = await client.ready() if isinstance(client, TritonClassifierClient) else False
+        if metrics is not None:
+            metrics.set_route_available("gpu", ready)
+        return ready
+
+    router = AdaptiveRouter(
+        gpu,
+        Route(settings.model_name, OPENVINO_INT8, cpu),
+        probe=probe,
+        reprobe_s=settings.gpu_reprobe_s,
+        timeout_s=settings.inference_timeout_s,
     )
     backoff = Backoff(
         initial_s=settings.retry_initial_s,
@@ -48,7 +78,10 @@ def build_classifier(settings: Settings, metrics: Metrics | None = None) -> Turn
         on_retry=(lambda exc: metrics.triton_error("unavailable")) if metrics else None,
     )
     return TurnClassifier(
-        client, backoff, max_seq_len=settings.max_seq_len, max_batch=settings.max_batch
+        RoutedClient(router, cpu),
+        backoff,
+        max_seq_len=settings.max_seq_len,
+        max_batch=settings.max_batch,
     )
 
 
@@ -83,6 +116,8 @@ def create_app(
     publisher: Publisher | None = None,
     follow_policies: bool = True,
 ) -> faust.App:
+    """The worker: a Faust app hosting the web server (metrics, health), the policy table, the
+    observer timer and the transactional processing engine (``streams.engine``)."""
     datadir = settings.run_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
@@ -95,7 +130,7 @@ def create_app(
         value_serializer="raw",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
-        processing_guarantee="at_least_once",
+        processing_guarantee="at_least_once",  # Faust consumes nothing: streams.engine does
         topic_allow_declare=False,  # streams.admin.ensure_topics creates them (see its docstring)
         topic_disable_leader=True,  # no leader-only work, so no leader-election topic
         producer_acks=-1,
@@ -108,6 +143,9 @@ def create_app(
         web_port=settings.web_port,
         web_in_thread=False,
     )
+    # Faust's own consumer would subscribe to nothing (aiokafka refuses an empty subscription):
+    # streams.engine owns consumption, so the app boots with Kafka producer, web and tasks only.
+    app.boot_strategy = faust.app.BootStrategy(app, enable_kafka_consumer=False)
     topics = declare_topics(app, settings)
     publisher = publisher or FaustPublisher(topics.by_name())
     governor = governor or build_governor(settings)
@@ -143,28 +181,35 @@ def create_app(
         settings,
         classifier,
         governor,
-        publisher,
         worker_id=worker_id,
-        ready=ready,
         metrics=metrics,
         costs=CostModel(settings.gpu_usd_per_hour, settings.cpu_usd_per_hour),
     )
-    conversations.register(app, topics.conversations_in, handler)
+    docs = documents.DocumentHandler(
+        settings, classifier, worker_id=worker_id, governor=governor, metrics=metrics
+    )
+    engine = Engine(settings, [handler, docs])
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def process() -> None:
+        await ready()  # the policy table has caught up: decisions use current policies
+        await engine.run()
+
     web.register(app, metrics, health)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def observe() -> None:
         """Consumer lag per partition, table size and health checks, every 2 s."""
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            position = await consumer.position(tp)
-            if position is not None:
-                metrics.set_lag(tp.topic, tp.partition, consumer.highwater(tp) - position)
+        for (topic, partition), lag in (await engine.lag()).items():
+            metrics.set_lag(topic, partition, lag)
         metrics.set_table_size("policies", len(governor.policies))
-        health.set("kafka", not app.rebalancing, "rebalancing" if app.rebalancing else "")
-        health.set("tables", tables_ready(), "" if tables_ready() else "policy table catching up")
+        connected = engine.connected()
+        health.set("kafka", connected, "" if connected else "not in the consumer group")
+        restored = tables_ready() and engine.ready.is_set()
+        health.set("tables", restored, "" if restored else "tables restoring or rebalancing")
         client = classifier.client
-        ok = await client.ready() if isinstance(client, TritonClassifierClient) else True
+        cpu = client.cpu if isinstance(client, RoutedClient) else client
+        ok = await cpu.ready() if isinstance(cpu, TritonClassifierClient) else True
         health.set("triton", ok, "" if ok else f"{settings.model_name} not ready")
         health.beat()
 

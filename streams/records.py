@@ -20,6 +20,8 @@ CONVERSATION_SCHEMA = "inferstream.conversation/v1"
 RESULT_SCHEMA = "inferstream.result/v1"
 DEADLETTER_SCHEMA = "inferstream.deadletter/v1"
 MODERATION_SCHEMA = "inferstream.moderation/v1"
+DOCUMENT_SCHEMA = "inferstream.document/v1"
+DOCUMENT_RESULT_SCHEMA = "inferstream.document_result/v1"
 
 REASONS = {
     "empty_event": "the record has no value",
@@ -117,6 +119,30 @@ def decode_conversation(
     raw: bytes | None, *, max_text_bytes: int, max_event_bytes: int
 ) -> ConversationEvent:
     """Validate raw record bytes into a ``ConversationEvent`` or raise ``InvalidEvent``."""
+    obj = _load_object(raw, max_event_bytes, CONVERSATION_SCHEMA)
+    missing = [name for name in (*_ID_FIELDS, "text", "ts") if name not in obj]
+    if missing:
+        raise InvalidEvent("missing_field", "missing: " + ", ".join(missing))
+    ids = {name: _require_str(obj, name) for name in _ID_FIELDS}
+    text = _require_text(obj, max_text_bytes)
+    return ConversationEvent(
+        text=text, ts=_parse_ts(obj["ts"]), metadata=_parse_metadata(obj.get("metadata")), **ids
+    )
+
+
+def _require_text(obj: dict[str, Any], max_bytes: int) -> str:
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise InvalidEvent("wrong_type", f"'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidEvent("empty_text", "'text' is empty")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise InvalidEvent("text_too_long", f"{size} bytes > {max_bytes}")
+    return text
+
+
+def _load_object(raw: bytes | None, max_event_bytes: int, expected_schema: str) -> dict[str, Any]:
     if not raw:
         raise InvalidEvent("empty_event", "the record value is empty")
     if len(raw) > max_event_bytes:
@@ -131,23 +157,47 @@ def decode_conversation(
         raise InvalidEvent("bad_json", str(exc)[:200]) from exc
     if not isinstance(obj, dict):
         raise InvalidEvent("not_an_object", f"got a JSON {type(obj).__name__}")
-    schema = obj.get("schema", CONVERSATION_SCHEMA)
-    if schema != CONVERSATION_SCHEMA:
-        raise InvalidEvent("unsupported_schema", f"{str(schema)[:64]!r} != {CONVERSATION_SCHEMA}")
-    missing = [name for name in (*_ID_FIELDS, "text", "ts") if name not in obj]
+    schema = obj.get("schema", expected_schema)
+    if schema != expected_schema:
+        raise InvalidEvent("unsupported_schema", f"{str(schema)[:64]!r} != {expected_schema}")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentEvent:
+    """A document to extract entities from (any length up to ``max_document_bytes``)."""
+
+    document_id: str
+    tenant: str
+    text: str
+    ts: float
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": DOCUMENT_SCHEMA,
+                "document_id": self.document_id,
+                "tenant": self.tenant,
+                "text": self.text,
+                "ts": self.ts,
+                "metadata": self.metadata,
+            }
+        )
+
+
+def decode_document(raw: bytes | None, *, max_event_bytes: int) -> DocumentEvent:
+    """Validate raw record bytes into a ``DocumentEvent`` or raise ``InvalidEvent``."""
+    obj = _load_object(raw, max_event_bytes, DOCUMENT_SCHEMA)
+    missing = [name for name in ("document_id", "tenant", "text", "ts") if name not in obj]
     if missing:
         raise InvalidEvent("missing_field", "missing: " + ", ".join(missing))
-    ids = {name: _require_str(obj, name) for name in _ID_FIELDS}
-    text = obj["text"]
-    if not isinstance(text, str):
-        raise InvalidEvent("wrong_type", f"'text' must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InvalidEvent("empty_text", "'text' is empty")
-    size = len(text.encode("utf-8"))
-    if size > max_text_bytes:
-        raise InvalidEvent("text_too_long", f"{size} bytes > {max_text_bytes}")
-    return ConversationEvent(
-        text=text, ts=_parse_ts(obj["ts"]), metadata=_parse_metadata(obj.get("metadata")), **ids
+    return DocumentEvent(
+        document_id=_require_str(obj, "document_id"),
+        tenant=_require_str(obj, "tenant"),
+        text=_require_text(obj, max_event_bytes),
+        ts=_parse_ts(obj["ts"]),
+        metadata=_parse_metadata(obj.get("metadata")),
     )
 
 
@@ -172,6 +222,7 @@ class ConversationResult:
     text: str | None = None
     reason: str | None = None
     filter: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None  # the earlier turns selected for this one
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -189,6 +240,7 @@ class ConversationResult:
                 "policy_version": self.policy_version,
                 "model": {"name": self.model_name, "version": self.model_version},
                 "backend": self.backend,
+                "context": self.context,
                 "latency_ms": self.latency_ms,
                 "produced_at": self.produced_at,
                 "provenance": self.provenance,

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         "inferstream_gpu",
         description="Triton model preferred while it is ready (TensorRT FP16); unset = CPU only.",
     )
+    triton_gpu_url: str | None = Field(
+        None, description="Triton gRPC endpoint of the GPU model; unset = the same as triton_url."
+    )
     gpu_reprobe_s: float = Field(
         15.0, ge=0, description="Seconds before a GPU route that went down is probed again."
     )

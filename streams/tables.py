@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
 
 from streams.admin import topic_partitions
 from streams.records import SourceRecord
@@ -83,3 +87,155 @@ class PolicyTable:
             return
         self.applied += 1
         log.info("policy for %r now %s", key, "removed" if policy is None else policy.version)
+
+
+# --- changelog-backed tables (dialogue context, dedupe) ----------------------------------------
+#
+# A table is split like its input topic: partition p of the table belongs to whoever owns input
+# partition p, and is written to partition p of its compacted changelog topic inside that input
+# partition's Kafka transaction (streams.engine). The local RocksDB (rocksdict) is only a cache of
+# the changelog: it receives a partition's changes after their transaction committed, together
+# with a checkpoint (the next changelog offset it reflects). On assignment the owner replays the
+# changelog from the checkpoint (or from the start) up to its last stable offset, so a crash, a
+# restart on a fresh disk or a move to another worker all rebuild the same state, and an aborted
+# transaction's changes are never seen.
+#
+# Local key layout: b"v" + key -> value; b"t" + key -> 8-byte timestamp (for expiry sweeps);
+# b"o" -> checkpoint. The changelog record's Kafka timestamp carries the row's timestamp.
+
+_VALUE, _TIME, _CHECKPOINT = b"v", b"t", b"o"
+_TS = struct.Struct(">d")
+
+
+@dataclass
+class TablePartition:
+    """One partition of a changelog table: reads see the committed RocksDB state overlaid with the
+    changes staged in the open transaction."""
+
+    table: str
+    changelog: str
+    partition: int
+    db: Rdict
+    staged: dict[bytes, tuple[bytes | None, float]] = field(default_factory=dict)
+    restored: int = 0  # changelog records replayed at open
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.staged:
+            return self.staged[key][0]
+        value = self.db.get(_VALUE + key)
+        return None if value is None else bytes(value)
+
+    def stage(self, key: bytes, value: bytes | None, ts: float) -> None:
+        """Note a change; the caller sends the same record to the changelog in the transaction."""
+        self.staged[key] = (value, ts)
+
+    def apply_committed(self, next_offset: int) -> None:
+        """The transaction holding the staged changes committed: write them through."""
+        batch = WriteBatch(raw_mode=True)
+        for key, (value, ts) in self.staged.items():
+            _put(batch, key, value, ts)
+        batch.put(_CHECKPOINT, _TS.pack(float(next_offset)))
+        self.db.write(batch)
+        self.staged.clear()
+
+    def discard_staged(self) -> None:
+        self.staged.clear()
+
+    def expired(self, before: float, limit: int = 1000) -> list[bytes]:
+        """Keys (committed or staged) whose timestamp is older than ``before``."""
+        out: list[bytes] = []
+        it = self.db.iter()
+        it.seek(_TIME)
+        while it.valid() and len(out) < limit:
+            raw_key = bytes(it.key())
+            if not raw_key.startswith(_TIME):
+                break
+            key = raw_key[1:]
+            staged = self.staged.get(key)
+            ts = staged[1] if staged else _TS.unpack(bytes(it.value()))[0]
+            if ts < before and (staged is None or staged[0] is not None):
+                out.append(key)
+            it.next()
+        del it
+        return out
+
+    def __len__(self) -> int:
+        it = self.db.iter()
+        it.seek(_TIME)
+        n = 0
+        while it.valid() and bytes(it.key()).startswith(_TIME):
+            n += 1
+            it.next()
+        del it
+        return n
+
+    def close(self) -> None:
+        self.staged.clear()
+        self.db.close()
+
+
+def _put(batch: WriteBatch, key: bytes, value: bytes | None, ts: float) -> None:
+    if value is None:
+        batch.delete(_VALUE + key)
+        batch.delete(_TIME + key)
+    else:
+        batch.put(_VALUE + key, value)
+        batch.put(_TIME + key, _TS.pack(ts))
+
+
+class ChangelogTable:
+    """Names a table and where its partitions live; ``open`` restores one partition."""
+
+    def __init__(self, name: str, changelog: str, state_dir: Path) -> None:
+        self.name = name
+        self.changelog = changelog
+        self.state_dir = state_dir
+
+    def path(self, partition: int) -> Path:
+        return self.state_dir / self.name / str(partition)
+
+    async def open(self, partition: int, consumer: AIOKafkaConsumer) -> TablePartition:
+        """Open the local store of ``partition`` and replay the changelog into it, using the
+        group-less ``consumer`` (read_committed)."""
+        path = self.path(partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = Rdict(str(path), Options(raw_mode=True))
+        tp = TopicPartition(self.changelog, partition)
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset: read_committed
+        raw = db.get(_CHECKPOINT)
+        checkpoint = int(_TS.unpack(bytes(raw))[0]) if raw is not None else 0
+        if checkpoint > end or checkpoint < first:  # changelog recreated or compacted past us
+            log.warning(
+                "%s[%d]: checkpoint %d outside [%d, %d]; rebuilding",
+                self.name,
+                partition,
+                checkpoint,
+                first,
+                end,
+            )
+            db.close()
+            Rdict.destroy(str(path), Options(raw_mode=True))
+            db = Rdict(str(path), Options(raw_mode=True))
+            checkpoint = first
+        part = TablePartition(self.name, self.changelog, partition, db)
+        consumer.seek(tp, checkpoint)
+        while checkpoint < end:
+            batch = WriteBatch(raw_mode=True)
+            fetched = await consumer.getmany(tp, timeout_ms=500)
+            for rec in fetched.get(tp, []):
+                if rec.key is not None:
+                    _put(batch, rec.key, rec.value, rec.timestamp / 1000.0)
+                    part.restored += 1
+            checkpoint = await consumer.position(tp)
+            batch.put(_CHECKPOINT, _TS.pack(float(checkpoint)))
+            db.write(batch)
+        log.info(
+            "%s[%d] restored %d records up to offset %d",
+            self.name,
+            partition,
+            part.restored,
+            checkpoint,
+        )
+        return part

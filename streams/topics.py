@@ -41,8 +41,22 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         settings.replication_factor,
         {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)},
     )
+
+    def changelog(name: str) -> TopicSpec:  # a table's changelog: compacted, never expires
+        return TopicSpec(
+            f"{settings.app_id}-{name}-changelog",
+            settings.topic_partitions,
+            settings.replication_factor,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0",
+             "segment.ms": str(DAY_MS)},
+        )  # fmt: skip
+
     return {
         "conversations_in": spec(settings.topic_in, 7),
+        "documents_in": spec(settings.topic_documents_in, 7),
+        "documents_out": spec(settings.topic_documents_out, 7),
+        "context_changelog": changelog("context"),
+        "dedupe_changelog": changelog("dedupe"),
         "conversations_out": spec(settings.topic_out, 7),
         "deadletter": spec(settings.topic_deadletter, 30),
         "moderation": spec(settings.topic_moderation, 30),
@@ -83,5 +97,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             retention=timedelta(milliseconds=int(spec.config["retention.ms"])),
         )
 
-    specs = topic_specs(settings)  # the policies topic is read by streams.tables, not by Faust
-    return Topics(**{role: topic(spec) for role, spec in specs.items() if role != "policies"})
+    specs = topic_specs(settings)  # the rest are read and written by streams.engine/tables
+    roles = Topics.__dataclass_fields__
+    return Topics(**{role: topic(spec) for role, spec in specs.items() if role in roles})

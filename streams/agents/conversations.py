@@ -1,21 +1,27 @@
-"""conversations.in -> permission check -> classify -> filter, mark, sign -> conversations.out.
+"""conversations.in -> dedupe, permission check -> micro-batched classification -> dialogue
+context -> filter, mark, sign -> conversations.out (+ moderation, analytics, dead letters).
 
-``ConversationHandler`` holds the per-batch wiring and knows nothing of Faust; ``register`` is the
-agent: a short ``async for`` over batches of events. Nothing is dropped silently: an invalid event
-becomes a dead letter, a denied or blocked one a result with its status and an audit record on
-``moderation.events``.
+``ConversationHandler`` is a ``streams.engine.Handler``: ``prepare`` runs as soon as a record is
+fetched (decode, dedupe lookup, policy, and a place in the next cross-conversation batch);
+``finish`` runs in offset order per input partition and writes everything through the partition's
+transaction: the outputs, the conversation's new context row and the event id's dedupe row.
+Nothing is dropped silently: an invalid event becomes a dead letter, a denied or blocked one a
+result with its status and an audit record; a re-delivered event id is counted and skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from streams.publish import Publisher
+from streams.engine import Sink
 from streams.records import (
     ConversationEvent,
     ConversationResult,
@@ -26,7 +32,10 @@ from streams.records import (
     peek_event_id,
 )
 from streams.settings import Settings
-from workers.errors import InferenceRejected, InvalidEvent
+from streams.tables import ChangelogTable
+from workers.batching import MicroBatcher
+from workers.context import ContextSelector, DialogueState, Selection, Turn
+from workers.errors import InferenceRejected, InferstreamError, InvalidEvent
 from workers.governance import Governor, ModelRef, Released
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
@@ -34,7 +43,60 @@ from workers.telemetry.cost import CostModel, analytics_record
 from workers.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-Pending = list[Awaitable[object]]
+CONTEXT, DEDUPE = "context", "dedupe"
+_CACHE_KEY, _INFLIGHT_KEY = "context_cache", "inflight_ids"
+CACHE_SIZE = 2048  # decoded dialogue states kept per partition
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    code: str
+    detail: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    event: ConversationEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    event: ConversationEvent
+    access: Access
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    event: ConversationEvent
+    access: Access
+    prediction: Prediction
+    fetched_at: float
+
+
+Outcome = Invalid | Duplicate | Denied | Classified
+
+
+def _done(value: Outcome) -> asyncio.Future[Outcome]:
+    fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+def state_tables(settings: Settings) -> list[ChangelogTable]:
+    base = settings.state_path / settings.app_id
+    return [
+        ChangelogTable(CONTEXT, context_changelog(settings), base),
+        ChangelogTable(DEDUPE, dedupe_changelog(settings), base),
+    ]
+
+
+def context_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}-context-changelog"
+
+
+def dedupe_changelog(settings: Settings) -> str:
+    return f"{settings.app_id}-dedupe-changelog"
 
 
 class ConversationHandler:
@@ -43,10 +105,8 @@ class ConversationHandler:
         settings: Settings,
         classifier: TurnClassifier,
         governor: Governor,
-        publisher: Publisher,
         *,
         worker_id: str,
-        ready: Callable[[], Awaitable[None]],
         metrics: Metrics | None = None,
         costs: CostModel | None = None,
         clock: Callable[[], float] = time.time,
@@ -54,89 +114,198 @@ class ConversationHandler:
         self.settings = settings
         self.classifier = classifier
         self.governor = governor
-        self.publisher = publisher
         self.worker_id = worker_id
-        self.ready = ready
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.costs = costs or CostModel(gpu_usd_per_hour=0.0, cpu_usd_per_hour=0.0)
         self.clock = clock
+        self.topics = (settings.topic_in,)
+        self.tables = state_tables(settings)
+        self.selector = ContextSelector(
+            settings.context_budget_tokens, settings.context_gate, settings.context_half_life_turns
+        )
+        self.batcher: MicroBatcher[str, Prediction] = MicroBatcher(
+            self._infer,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_inflight=settings.max_inflight,
+            max_pending=settings.max_pending + settings.max_batch,
+        )
 
-    async def handle(self, records: Sequence[SourceRecord]) -> None:
-        await self.ready()  # the policy table has caught up: decisions use current policies
-        self.metrics.event_in(self.settings.topic_in, len(records))
-        pending: Pending = []
-        admitted: list[tuple[SourceRecord, ConversationEvent, Access]] = []
-        for rec in records:
-            try:
-                event = decode_conversation(
-                    rec.value,
-                    max_text_bytes=self.settings.max_text_bytes,
-                    max_event_bytes=self.settings.max_event_bytes,
-                )
-            except InvalidEvent as exc:
-                pending.append(await self._dead_letter(rec, exc.code, exc.detail))
-                continue
-            access = self.governor.admit(event.tenant, event.metadata)
-            if access.allowed:
-                admitted.append((rec, event, access))
-            else:
-                self.metrics.policy_denial(access.reason)
-                pending += await self._denied(rec, event, access)
-        if admitted:
-            pending += await self._classify_and_send(admitted)
-        await self.publisher.flush(pending)
-
-    async def _classify_and_send(
-        self, batch: list[tuple[SourceRecord, ConversationEvent, Access]]
-    ) -> Pending:
+    # --- prepare: at fetch time ------------------------------------------------------------
+    def prepare(self, rec: SourceRecord, part: Sink) -> Awaitable[Outcome]:
+        self.metrics.event_in(rec.topic)
         try:
-            with self.metrics.inflight(), self.metrics.time_stage("inference"):
-                predictions = await self.classifier.classify([ev.text for _, ev, _ in batch])
+            event = decode_conversation(
+                rec.value,
+                max_text_bytes=self.settings.max_text_bytes,
+                max_event_bytes=self.settings.max_event_bytes,
+            )
+        except InvalidEvent as exc:
+            return _done(Invalid(exc.code, exc.detail, peek_event_id(rec.value)))
+        inflight: set[str] = part.local.setdefault(_INFLIGHT_KEY, set())
+        if event.event_id in inflight or part.get(DEDUPE, event.event_id.encode()) is not None:
+            return _done(Duplicate(event))
+        inflight.add(event.event_id)
+        access = self.governor.admit(event.tenant, event.metadata)
+        if not access.allowed:
+            return _done(Denied(event, access))
+        fetched_at = self.clock()
+        future = self.batcher.submit(event.conversation_id, event.text)
+        return asyncio.ensure_future(self._classified(event, access, future, fetched_at))
+
+    async def _infer(self, texts: list[str]) -> list[Prediction]:
+        with self.metrics.inflight(), self.metrics.time_stage("inference"):
+            predictions = await self.classifier.classify(texts)
+        self.metrics.observe_batch(len(texts))
+        self.metrics.route(predictions[0].backend, len(texts))
+        return predictions
+
+    async def _classified(
+        self,
+        event: ConversationEvent,
+        access: Access,
+        future: asyncio.Future[Prediction],
+        fetched_at: float,
+    ) -> Outcome:
+        try:
+            prediction = await future
         except InferenceRejected as exc:
+            # One poison event must not sink its batch-mates: each is retried alone.
             self.metrics.triton_error("rejected")
-            if len(batch) == 1:
-                rec, ev, _ = batch[0]
-                return [await self._dead_letter(rec, exc.reason, exc.detail, ev.event_id)]
-            # One poison event must not sink its batch-mates: retry each alone.
-            log.warning("batch of %d rejected (%s); retrying one by one", len(batch), exc)
-            pending: Pending = []
-            for item in batch:
-                pending += await self._classify_and_send([item])
-            return pending
-        self.metrics.observe_batch(len(batch))
-        self.metrics.route(predictions[0].backend, len(batch))
-        pending = []
-        for (rec, ev, access), pred in zip(batch, predictions, strict=True):
-            model = ModelRef(pred.model_name, pred.model_version, pred.backend)
-            with self.metrics.time_stage("governance"):
-                released = self.governor.release(
-                    ev.text,
-                    access,
-                    model=model,
-                    trace_id="",
-                    safety_score=pred.safety_score,
-                    entities=pred.entities,
+            log.warning("batch rejected (%s); retrying %s alone", exc, event.event_id)
+            try:
+                prediction = (await self.classifier.classify([event.text]))[0]
+            except InferenceRejected as alone:
+                return Invalid(alone.reason, alone.detail, event.event_id)
+        return Classified(event, access, prediction, fetched_at)
+
+    # --- finish: in offset order, inside the partition's transaction -------------------------
+    async def finish(self, rec: SourceRecord, outcome: Outcome, part: Sink) -> None:
+        if isinstance(outcome, BaseException):  # prepare failed unexpectedly
+            await self.fail(rec, outcome, part)
+            return
+        match outcome:
+            case Invalid(code, detail, event_id):
+                await self._dead_letter(part, rec, code, detail, event_id)
+            case Duplicate(event):
+                self.metrics.duplicate(rec.topic)
+                log.info(
+                    "duplicate event %s at %s[%d]@%d skipped",
+                    event.event_id,
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
                 )
-            if released.decision is not None:
-                self.metrics.filter_decision(released.decision.action)
-            pending += await self._send(rec, ev, released, pred)
-        return pending
+            case Denied(event, access):
+                self.metrics.policy_denial(access.reason)
+                info = await self.classifier.model_info()
+                model = ModelRef(info.name, info.version, info.backend)
+                released = self.governor.deny(
+                    access, input_text=event.text, model=model, trace_id=""
+                )
+                await self._send(part, rec, event, released, None, None)
+                await self._remember(part, event)
+            case Classified(event, access, prediction, fetched_at):
+                selection = await self._context(part, event, prediction)
+                model = ModelRef(
+                    prediction.model_name, prediction.model_version, prediction.backend
+                )
+                with self.metrics.time_stage("governance"):
+                    released = self.governor.release(
+                        event.text,
+                        access,
+                        model=model,
+                        trace_id="",
+                        safety_score=prediction.safety_score,
+                        entities=prediction.entities,
+                    )
+                if released.decision is not None:
+                    self.metrics.filter_decision(released.decision.action)
+                await self._send(part, rec, event, released, prediction, selection, fetched_at)
+                await self._remember(part, event)
 
-    async def _denied(self, rec: SourceRecord, ev: ConversationEvent, access: Access) -> Pending:
-        info = await self.classifier.model_info()
-        model = ModelRef(info.name, info.version, info.backend)
-        released = self.governor.deny(access, input_text=ev.text, model=model, trace_id="")
-        return await self._send(rec, ev, released, None)
+    async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:
+        reason = exc.reason if isinstance(exc, InferstreamError) else "internal_error"
+        await self._dead_letter(part, rec, reason, f"{type(exc).__name__}: {exc}", None)
 
+    async def _remember(self, part: Sink, event: ConversationEvent) -> None:
+        """The event id's dedupe row, in the same transaction as its outputs."""
+        await part.put(DEDUPE, event.event_id.encode(), b"1", self.clock())
+        part.local.get(_INFLIGHT_KEY, set()).discard(event.event_id)
+
+    async def _context(
+        self, part: Sink, event: ConversationEvent, prediction: Prediction
+    ) -> Selection:
+        """Select earlier turns for this one, then append it to the conversation's row."""
+        with self.metrics.time_stage("context"):
+            state = self._state(part, event.conversation_id)
+            selection = self.selector.select(state, prediction.embedding, prediction.tokens)
+            turn = Turn(
+                event.event_id, event.text, prediction.tokens, prediction.embedding, event.ts
+            )
+            state.append(turn, now=self.clock())
+        await part.put(
+            CONTEXT, event.conversation_id.encode(), state.to_bytes("int8"), state.last_seen
+        )
+        return selection
+
+    def _state(self, part: Sink, conversation_id: str) -> DialogueState:
+        cache: OrderedDict[str, DialogueState] = part.local.setdefault(_CACHE_KEY, OrderedDict())
+        state = cache.get(conversation_id)
+        if state is None:
+            raw = part.get(CONTEXT, conversation_id.encode())
+            cap, tok = self.settings.context_turn_cap, self.settings.context_token_cap
+            state = DialogueState(cap, tok)
+            if raw is not None:
+                try:
+                    state = DialogueState.from_bytes(raw, turn_cap=cap, token_cap=tok)
+                except ValueError as exc:  # an unreadable row: start the context afresh
+                    log.warning("context of %r unreadable (%s); reset", conversation_id, exc)
+            cache[conversation_id] = state
+            if len(cache) > CACHE_SIZE:
+                cache.popitem(last=False)
+        cache.move_to_end(conversation_id)
+        return state
+
+    async def sweep(self, part: Sink, now: float) -> None:
+        """Drop idle conversations and event ids past the dedupe window (tombstones)."""
+        tables = getattr(part, "tables", {})
+        cache: OrderedDict[str, DialogueState] = part.local.setdefault(_CACHE_KEY, OrderedDict())
+        if CONTEXT in tables:
+            for key in tables[CONTEXT].expired(now - self.settings.context_idle_s):
+                cache.pop(key.decode(), None)
+                await part.put(CONTEXT, key, None, now)
+            self.metrics.set_table_size(CONTEXT, len(tables[CONTEXT]))
+        if DEDUPE in tables:
+            for key in tables[DEDUPE].expired(now - self.settings.dedupe_window_s):
+                await part.put(DEDUPE, key, None, now)
+
+    # --- outputs -----------------------------------------------------------------------------
     async def _send(
-        self, rec: SourceRecord, ev: ConversationEvent, rel: Released, pred: Prediction | None
-    ) -> Pending:
+        self,
+        part: Sink,
+        rec: SourceRecord,
+        ev: ConversationEvent,
+        rel: Released,
+        pred: Prediction | None,
+        selection: Selection | None,
+        fetched_at: float | None = None,
+    ) -> None:
         now = self.clock()
         env = rel.envelope
         ok = rel.status == "ok" and pred is not None
         latency = {"end_to_end": round(max(0.0, now - ev.ts) * 1000.0, 3)}
         if pred is not None:
             latency["inference"] = round(pred.inference_ms, 3)
+        if fetched_at is not None:
+            latency["in_worker"] = round(max(0.0, now - fetched_at) * 1000.0, 3)
+        context = None
+        if selection is not None:
+            context = {
+                "turn_ids": list(selection.turn_ids),
+                "tokens": selection.tokens_used,
+                "budget": self.selector.budget_tokens,
+            }
         result = ConversationResult(
             event_id=ev.event_id,
             conversation_id=ev.conversation_id,
@@ -156,21 +325,16 @@ class ConversationHandler:
             latency_ms=latency,
             produced_at=now,
             provenance=env.to_dict(),
+            context=context,
         )
         headers = {
             "inferstream-event-id": ev.event_id.encode(),
             "content-type": b"application/json",
         }
+        key = ev.conversation_id.encode()
         self.metrics.event_out(self.settings.topic_out)
         self.metrics.observe_e2e(max(0.0, now - ev.ts))
-        pending = [
-            await self.publisher.send(
-                self.settings.topic_out,
-                ev.conversation_id.encode(),
-                result.to_json(),
-                headers | env.to_headers(),
-            )
-        ]
+        await part.send(self.settings.topic_out, key, result.to_json(), headers | env.to_headers())
         action = "deny" if rel.status == "denied" else (rel.decision.action if rel.decision else "")
         if action in ("deny", "block", "mask"):
             self.metrics.event_out(self.settings.topic_moderation)
@@ -184,25 +348,20 @@ class ConversationHandler:
                 detectors=_detectors(rel),
                 now=now,
             )
-            pending.append(
-                await self.publisher.send(
-                    self.settings.topic_moderation,
-                    ev.conversation_id.encode(),
-                    record,
-                    {"content-type": b"application/json"},
-                )
-            )
-        pending.append(await self._analytics(rec, ev, rel, pred, result))
-        return pending
+            await part.send(self.settings.topic_moderation, key, record, _JSON)
+        await part.send(
+            self.settings.topic_analytics, key, self._analytics(rec, ev, rel, pred, result), _JSON
+        )
+        self.metrics.event_out(self.settings.topic_analytics)
 
-    async def _analytics(
+    def _analytics(
         self,
         rec: SourceRecord,
         ev: ConversationEvent,
         rel: Released,
         pred: Prediction | None,
         result: ConversationResult,
-    ) -> Awaitable[object]:
+    ) -> bytes:
         """One compact ``inferstream.analytics/v1`` record per processed event, with its cost:
         its share of the batch's inference time at its backend's hourly price."""
         cost = 0.0
@@ -210,7 +369,7 @@ class ConversationHandler:
             cost = self.costs.per_event(pred.inference_ms / 1000.0, pred.batch_size, pred.backend)
             self.metrics.observe_cost(ev.tenant, pred.backend, cost)
         version = rel.access.policy_version
-        record = analytics_record(
+        return analytics_record(
             event_id=ev.event_id,
             conversation_id=ev.conversation_id,
             tenant=ev.tenant,
@@ -234,17 +393,10 @@ class ConversationHandler:
             latency_ms=result.latency_ms,
             cost_usd=cost,
         )
-        self.metrics.event_out(self.settings.topic_analytics)
-        return await self.publisher.send(
-            self.settings.topic_analytics,
-            ev.conversation_id.encode(),
-            record,
-            {"content-type": b"application/json"},
-        )
 
     async def _dead_letter(
-        self, rec: SourceRecord, reason: str, detail: str, event_id: str | None = None
-    ) -> Awaitable[object]:
+        self, part: Sink, rec: SourceRecord, reason: str, detail: str, event_id: str | None
+    ) -> None:
         event_id = event_id or peek_event_id(rec.value)
         log.info("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
         self.metrics.dead_letter(rec.topic, reason)
@@ -252,12 +404,19 @@ class ConversationHandler:
         value = dead_letter(
             rec, reason, detail, worker=self.worker_id, now=self.clock(), event_id=event_id
         )
-        return await self.publisher.send(
+        headers = {"inferstream-reason": reason.encode(), "content-type": b"application/json"}
+        await part.send(
             self.settings.topic_deadletter,
             rec.key,
             value,
-            {"inferstream-reason": reason.encode(), "content-type": b"application/json"},
+            headers,
+            partition=None if rec.key else part.partition,
         )
+        if event_id is not None:
+            part.local.get(_INFLIGHT_KEY, set()).discard(event_id)
+
+
+_JSON = {"content-type": b"application/json"}
 
 
 def _filter_summary(rel: Released) -> dict[str, Any] | None:
@@ -271,26 +430,3 @@ def _detectors(rel: Released) -> list[dict[str, Any]]:
     if rel.decision is None:
         return []
     return [dict(r) for r in rel.decision.to_dict()["reasons"]]
-
-
-def source_record(message: Any) -> SourceRecord:
-    return SourceRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp=message.timestamp,
-    )
-
-
-def register(app: Any, topic: Any, handler: ConversationHandler) -> Any:
-    settings = handler.settings
-    within = max(settings.max_wait_ms, 0.1) / 1000.0  # take_events() stalls without a timeout
-
-    @app.agent(topic, name="conversations")  # type: ignore[untyped-decorator]
-    async def conversations(stream: Any) -> None:  # a faust.Stream; its stubs lack take_events
-        async for events in stream.take_events(settings.max_batch, within=within):
-            await handler.handle([source_record(e.message) for e in events])
-
-    return conversations

@@ -73,6 +73,8 @@ def start_worker(services: Settings, watermark_keys: Path) -> Iterator[WorkerFac
         "INFERSTREAM_TOPIC_POLICIES": f"t-{uid}.policies",
         "INFERSTREAM_TOPIC_MODERATION": f"t-{uid}.moderation",
         "INFERSTREAM_TOPIC_ANALYTICS": f"t-{uid}.analytics",
+        "INFERSTREAM_TOPIC_DOCUMENTS_IN": f"t-{uid}.documents.in",
+        "INFERSTREAM_TOPIC_DOCUMENTS_OUT": f"t-{uid}.documents.out",
         "INFERSTREAM_WATERMARK_KEY_DIR": str(watermark_keys),
     }
     created = False

@@ -56,3 +56,41 @@ class RecordingPublisher:
 
     def on(self, topic: str) -> list[tuple[str, bytes | None, bytes, dict[str, bytes]]]:
         return [s for s in self.sent if s[0] == topic]
+
+
+@dataclass
+class FakeSink:
+    """A ``streams.engine.Sink`` in memory: sends are recorded, table rows kept in dicts
+    (``tables`` survives a "restart" when passed to a new sink; ``local`` does not)."""
+
+    partition: int = 0
+    tables: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = field(
+        default_factory=list
+    )
+    local: dict[str, object] = field(default_factory=dict)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, bytes],
+        *,
+        partition: int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        self.sent.append((topic, key, value, dict(headers)))
+
+    async def put(self, table: str, key: bytes, value: bytes | None, ts: float) -> None:
+        rows = self.tables.setdefault(table, {})
+        if value is None:
+            rows.pop(key, None)
+        else:
+            rows[key] = value
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self.tables.get(table, {}).get(key)
+
+    def on(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]]:
+        return [s for s in self.sent if s[0] == topic]

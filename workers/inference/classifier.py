@@ -37,6 +37,7 @@ class Prediction:
     truncated: bool
     safety_score: float | None = None  # probability the turn is unsafe, when the model has it
     entities: tuple[Entity, ...] = ()  # token-classification entities, when the model has them
+    tokens: int = 0  # the turn's length as the model saw it (incl. [CLS]/[SEP])
 
 
 def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -104,14 +105,15 @@ class TurnClassifier:
                 label=info.labels[int(row.argmax())],
                 scores={lab: round(float(p), 6) for lab, p in zip(info.labels, row, strict=True)},
                 embedding=out.embedding[i],
-                model_name=info.name,
+                model_name=out.model_name or info.name,
                 model_version=out.model_version or info.version,
-                backend=info.backend,
+                backend=out.backend or info.backend,
                 inference_ms=ms,
                 batch_size=n,
                 truncated=enc.truncated[i],
                 safety_score=None if unsafe is None else float(unsafe[i]),
                 entities=self._entities(out, enc.offsets[i], info, i),
+                tokens=int(enc.attention_mask[i].sum()),
             )
             for i, row in enumerate(probs)
         ]

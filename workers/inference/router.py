@@ -19,13 +19,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy.typing as npt
 
 from workers.errors import InferenceUnavailable
-from workers.inference.triton import InferenceOutput
+from workers.inference.triton import InferenceOutput, ModelInfo
 
 TENSORRT_FP16 = "tensorrt-fp16"
 OPENVINO_INT8 = "openvino-int8"
@@ -164,3 +164,29 @@ class AdaptiveRouter:
         if not work.done():  # cancelled just now: the timer won
             raise RouteTimeout(f"{what} took longer than {self.timeout_s:g}s")
         return work.result()
+
+
+class InfoClient(InferClient, Protocol):
+    async def info(self) -> ModelInfo: ...
+
+
+class RoutedClient:
+    """An ``InferenceClient`` over an ``AdaptiveRouter``: model facts (labels, limits) from the
+    CPU model, which every route shares; each output names the route that served it."""
+
+    def __init__(self, router: AdaptiveRouter, cpu: InfoClient) -> None:
+        self.router = router
+        self.cpu = cpu
+
+    async def info(self) -> ModelInfo:
+        return await self.cpu.info()
+
+    async def infer(
+        self, input_ids: npt.NDArray[Any], attention_mask: npt.NDArray[Any]
+    ) -> InferenceOutput:
+        out, label = await self.router.infer(input_ids, attention_mask)
+        gpu = self.router.gpu
+        if gpu is not None and label == gpu.backend_label:
+            return replace(out, backend=label, model_name=gpu.name)
+        info = await self.cpu.info()
+        return replace(out, backend=info.backend, model_name=self.router.cpu.name)

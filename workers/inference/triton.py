@@ -53,6 +53,8 @@ class InferenceOutput:
     seconds: float
     safety: npt.NDArray[Any] | None = None  # [B, 2] logits (safe, unsafe)
     token_logits: npt.NDArray[Any] | None = None  # [B, L, T] BIO logits
+    backend: str | None = None  # set by the router: the route that served the batch
+    model_name: str | None = None
 
 
 class TritonClassifierClient:

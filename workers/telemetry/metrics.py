@@ -65,6 +65,14 @@ class Metrics:
             f"{p}_dead_letters", "Records dead-lettered, by source topic.", ["topic", "reason"],
             registry=r,
         )  # fmt: skip
+        self.duplicates = Counter(
+            f"{p}_duplicates", "Re-delivered event ids skipped (dedupe table).", ["topic"],
+            registry=r,
+        )  # fmt: skip
+        self.resets = Counter(
+            f"{p}_processing_resets", "Processing sessions rebuilt after a Kafka error.",
+            registry=r,
+        )  # fmt: skip
         self.e2e = Histogram(
             f"{p}_e2e_latency_seconds", "Event timestamp to result produced.",
             buckets=E2E_BUCKETS, registry=r,
@@ -118,6 +126,9 @@ class Metrics:
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self._child(self.dead_letters, topic, reason).inc()
+
+    def duplicate(self, topic: str) -> None:
+        self._child(self.duplicates, topic).inc()
 
     # --- latencies and batches -----------------------------------------------------------------
     def observe_e2e(self, seconds: float) -> None:

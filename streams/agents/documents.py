@@ -1,0 +1,180 @@
+"""documents.in -> permission check -> chunks at the model's sequence limit (with overlap) ->
+entity extraction per chunk (batched model calls) -> entities merged, with offsets into the
+original text -> documents.out. Same engine, same transaction per input partition as
+conversations; a document has no context, so the flow keeps no table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from streams.engine import Sink
+from streams.records import (
+    DOCUMENT_RESULT_SCHEMA,
+    DocumentEvent,
+    SourceRecord,
+    dead_letter,
+    decode_document,
+)
+from streams.settings import Settings
+from streams.tables import ChangelogTable
+from workers.documents import DocumentTokenizer, SpanTokenizer, extract_entities
+from workers.errors import InferstreamError, InvalidEvent
+from workers.governance import Governor
+from workers.inference.classifier import TurnClassifier
+from workers.inference.entities import Entity
+from workers.telemetry.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    document: DocumentEvent
+    entities: list[Entity]
+    chunks: int
+    backend: str
+    model_name: str
+    model_version: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    code: str
+    detail: str
+    document_id: str | None
+    status: str = "dead_letter"  # or "denied": a result with the reason, no entities
+
+
+class DocumentHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: TurnClassifier,
+        *,
+        worker_id: str,
+        governor: Governor | None = None,
+        metrics: Metrics | None = None,
+        tokenizer: SpanTokenizer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.governor = governor
+        self.worker_id = worker_id
+        self.metrics = metrics or Metrics(CollectorRegistry())
+        self.tokenizer = tokenizer or DocumentTokenizer()
+        self.clock = clock
+        self.topics = (settings.topic_documents_in,)
+        self.tables: Sequence[ChangelogTable] = ()
+
+    def prepare(self, rec: SourceRecord, part: Sink) -> Awaitable[Extracted | Refused]:
+        self.metrics.event_in(rec.topic)
+        return asyncio.ensure_future(self._extract(rec))
+
+    async def _extract(self, rec: SourceRecord) -> Extracted | Refused:
+        try:
+            doc = decode_document(rec.value, max_event_bytes=self.settings.max_document_bytes)
+        except InvalidEvent as exc:
+            return Refused(exc.code, exc.detail, None)
+        if self.governor is not None:
+            access = self.governor.admit(doc.tenant, doc.metadata)
+            if not access.allowed:
+                self.metrics.policy_denial(access.reason)
+                return Refused(access.reason, "denied by policy", doc.document_id, "denied")
+        info = await self.classifier.model_info()
+        seq_len = min(self.settings.max_seq_len, info.max_seq_len)
+        seen: dict[str, str] = {}
+        start = time.perf_counter()
+
+        async def recognise(texts: list[str]) -> list[tuple[Entity, ...]]:
+            predictions = await self.classifier.classify(texts)
+            seen["chunks"] = str(len(texts))
+            if predictions:
+                seen.update(backend=predictions[0].backend, model=predictions[0].model_name,
+                            version=predictions[0].model_version)  # fmt: skip
+            return [p.entities for p in predictions]
+
+        try:
+            entities = await extract_entities(
+                doc.text,
+                self.tokenizer,
+                recognise,
+                max_tokens=seq_len,
+                overlap_tokens=min(self.settings.doc_overlap_tokens, seq_len // 2),
+            )
+        except InferstreamError as exc:
+            return Refused(exc.reason, exc.detail, doc.document_id)
+        return Extracted(
+            doc,
+            entities,
+            int(seen.get("chunks", "0")),
+            seen.get("backend", info.backend),
+            seen.get("model", info.name),
+            seen.get("version", info.version),
+            time.perf_counter() - start,
+        )
+
+    async def finish(self, rec: SourceRecord, outcome: Extracted | Refused, part: Sink) -> None:
+        if isinstance(outcome, BaseException):
+            await self.fail(rec, outcome, part)
+            return
+        now = self.clock()
+        if isinstance(outcome, Refused) and outcome.status == "dead_letter":
+            await self._dead_letter(part, rec, outcome.code, outcome.detail, outcome.document_id)
+            return
+        body: dict[str, Any]
+        if isinstance(outcome, Refused):  # denied: a result that says so
+            body = {"status": "denied", "reason": outcome.code, "document_id": outcome.document_id}
+            key = (outcome.document_id or "").encode() or rec.key
+        else:
+            doc = outcome.document
+            body = {
+                "status": "ok",
+                "document_id": doc.document_id,
+                "tenant": doc.tenant,
+                "characters": len(doc.text),
+                "chunks": outcome.chunks,
+                "entities": [e.to_dict(doc.text) for e in outcome.entities],
+                "model": {"name": outcome.model_name, "version": outcome.model_version},
+                "backend": outcome.backend,
+                "latency_ms": {
+                    "extraction": round(outcome.seconds * 1000.0, 3),
+                    "end_to_end": round(max(0.0, now - doc.ts) * 1000.0, 3),
+                },
+            }
+            key = doc.document_id.encode()
+        value = orjson.dumps({"schema": DOCUMENT_RESULT_SCHEMA, **body, "produced_at": now})
+        self.metrics.event_out(self.settings.topic_documents_out)
+        await part.send(
+            self.settings.topic_documents_out, key, value, {"content-type": b"application/json"}
+        )
+
+    async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:
+        reason = exc.reason if isinstance(exc, InferstreamError) else "internal_error"
+        await self._dead_letter(part, rec, reason, f"{type(exc).__name__}: {exc}", None)
+
+    async def sweep(self, part: Sink, now: float) -> None:
+        return None
+
+    async def _dead_letter(
+        self, part: Sink, rec: SourceRecord, reason: str, detail: str, document_id: str | None
+    ) -> None:
+        log.info("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
+        self.metrics.dead_letter(rec.topic, reason)
+        self.metrics.event_out(self.settings.topic_deadletter)
+        value = dead_letter(
+            rec, reason, detail, worker=self.worker_id, now=self.clock(), event_id=document_id
+        )
+        headers = {"inferstream-reason": reason.encode(), "content-type": b"application/json"}
+        await part.send(self.settings.topic_deadletter, rec.key, value, headers,
+                        partition=None if rec.key else part.partition)  # fmt: skip

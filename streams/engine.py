@@ -1,0 +1,521 @@
+"""Consume -> process -> produce with Kafka transactions: exactly-once per input partition.
+
+Faust's agents run at-least-once here. Its ``exactly_once`` guarantee picks each send's
+transaction by the *destination* partition (``{app}-{group}-{partition}``), which only works for
+outputs co-subscribed in one topic group, and faust-streaming has open duplicate-on-rebalance bugs
+(#323, #517). So the worker's Faust app hosts the web server, timers and this service, and the
+processing loop is Kafka Streams' model on aiokafka:
+
+* one consumer in group ``app_id`` (read_committed, no auto-commit) over the handlers' topics;
+* per assigned input partition a ``Partition``: a transactional producer whose id is
+  ``{app_id}-{topic}-{partition}`` (a new owner's producer fences the old one and aborts its open
+  transaction), the partition's table partitions, a FIFO of work and a finisher task;
+* a fetched record is *prepared* at once (decode, policy, dedupe, submit to the micro-batcher:
+  batches form across all partitions), then *finished* strictly in offset order per partition:
+  its outputs, its table changes (changelog records) and its input offset go into the partition's
+  transaction, which commits every ``commit_interval_ms`` or when the partition goes idle;
+* backpressure: at ``max_pending`` unfinished records the consumer pauses fetching;
+* a partition revoked by a rebalance commits its finished work and closes; any Kafka error tears
+  the whole session down and rebuilds it from committed state (new consumer, restored tables).
+
+``processing_guarantee="at_least_once"`` keeps the same flow with one idempotent producer and
+plain offset commits after the outputs are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streams.records import SourceRecord
+from streams.settings import Settings
+from streams.tables import ChangelogTable, TablePartition
+
+log = logging.getLogger(__name__)
+ClientKwargs = Callable[[], Mapping[str, Any]]
+
+
+class Sink(Protocol):
+    """What a handler sees of the input partition it works for: its transaction and tables."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def local(self) -> dict[str, Any]: ...
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, bytes],
+        *,
+        partition: int | None = None,
+        timestamp: float | None = None,
+    ) -> None: ...
+
+    async def put(self, table: str, key: bytes, value: bytes | None, ts: float) -> None: ...
+
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+
+
+class Partition:
+    """One assigned input partition: its transaction, tables, work queue and finisher; handlers
+    see it as a ``Sink``. ``local`` is the handler's scratch space (caches), dropped with it."""
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        producer: AIOKafkaProducer,
+        *,
+        transactional: bool,
+        tables: Mapping[str, TablePartition],
+    ) -> None:
+        self.tp = tp
+        self.producer = producer
+        self.transactional = transactional
+        self.tables = tables
+        self.local: dict[str, Any] = {}
+        self.queue: asyncio.Queue[tuple[SourceRecord, Awaitable[Any]]] = asyncio.Queue()
+        self.finished_offset: int | None = None  # next offset to commit
+        self.committed_offset: int | None = None
+        self.in_txn = False
+        self.last_commit = time.monotonic()
+        self.sent: list[asyncio.Future[Any]] = []
+        self.changelog_sent: list[tuple[TablePartition, asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.finishing: asyncio.Task[None] | None = None
+        self.finishing_offset = 0
+        self._commit_lock = asyncio.Lock()
+
+    @property
+    def partition(self) -> int:
+        return int(self.tp.partition)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, bytes],
+        *,
+        partition: int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Queue one output record in this partition's open transaction."""
+        await self._begin()
+        fut = await self.producer.send(
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            headers=list(headers.items()),
+            timestamp_ms=None if timestamp is None else int(timestamp * 1000),
+        )
+        self.sent.append(fut)
+
+    async def put(self, table: str, key: bytes, value: bytes | None, ts: float) -> None:
+        """Change a table row: staged locally, sent to the changelog in the transaction."""
+        part = self.tables[table]
+        part.stage(key, value, ts)
+        await self._begin()
+        fut = await self.producer.send(
+            part.changelog, value, key=key, partition=self.partition, timestamp_ms=int(ts * 1000)
+        )
+        self.changelog_sent.append((part, fut))
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        return self.tables[table].get(key)
+
+    async def _begin(self) -> None:
+        if self.transactional and not self.in_txn:
+            await self.producer.begin_transaction()
+            self.in_txn = True
+
+    async def commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
+        """Commit the finished records: outputs, table changes and the input offset together.
+        Serialised: a commit cancelled from outside (shielded) still ends before the next."""
+        async with self._commit_lock:
+            await self._commit(group_id, consumer)
+
+    async def _commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
+        if self.finished_offset is None or self.finished_offset == self.committed_offset:
+            return
+        offsets = {self.tp: self.finished_offset}
+        if self.transactional:
+            await self._begin()
+            await self.producer.send_offsets_to_transaction(offsets, group_id)
+            await self.producer.commit_transaction()
+            self.in_txn = False
+        else:
+            await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
+            await consumer.commit(offsets)
+        ends: dict[str, int] = {}
+        for part, fut in self.changelog_sent:
+            ends[part.table] = max(ends.get(part.table, 0), fut.result().offset + 1)
+        for name, part in self.tables.items():
+            if part.staged:
+                part.apply_committed(ends.get(name, 0) + (1 if self.transactional else 0))
+        self.sent.clear()
+        self.changelog_sent.clear()
+        self.committed_offset = self.finished_offset
+        self.last_commit = time.monotonic()
+
+    def drop_uncommitted(self) -> None:
+        for part in self.tables.values():
+            part.discard_staged()
+        self.sent.clear()
+        self.changelog_sent.clear()
+
+
+class Handler(Protocol):
+    """A flow on one or more input topics. ``prepare`` starts a record's work at once and returns
+    an awaitable of its outcome (never raising for bad input); ``finish`` writes the outcome
+    through the partition, in offset order; ``fail`` turns an unexpected error into a dead
+    letter. ``tables`` names the changelog tables the flow reads and writes."""
+
+    @property
+    def topics(self) -> Sequence[str]: ...
+
+    @property
+    def tables(self) -> Sequence[ChangelogTable]: ...
+
+    def prepare(self, rec: SourceRecord, part: Sink) -> Awaitable[Any]: ...
+
+    async def finish(self, rec: SourceRecord, outcome: Any, part: Sink) -> None: ...
+
+    async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None: ...
+
+    async def sweep(self, part: Sink, now: float) -> None: ...
+
+
+class EngineReset(RuntimeError):
+    """The session hit a Kafka error and is rebuilt from committed state."""
+
+
+@dataclass
+class Stats:
+    finished: int = 0
+    resets: int = 0
+    paused: int = 0
+    restored: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        handlers: Sequence[Handler],
+        *,
+        client_kwargs: ClientKwargs = dict,
+        sweep_interval_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.handlers = {t: h for h in handlers for t in h.topics}
+        self.client_kwargs = client_kwargs
+        self.sweep_interval_s = sweep_interval_s
+        self.group_id = settings.app_id
+        self.transactional = settings.processing_guarantee == "exactly_once"
+        self.parts: dict[TopicPartition, Partition] = {}
+        self.pending = 0
+        self.stats = Stats()
+        self.ready = asyncio.Event()  # set while partitions are assigned and restored
+        self._room = asyncio.Event()
+        self._failed: asyncio.Future[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._shared: AIOKafkaProducer | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Process until cancelled; a Kafka error resets the session after a short back-off."""
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except (KafkaError, EngineReset) as exc:
+                self.stats.resets += 1
+                log.error("processing session reset after %s: %s", type(exc).__name__, exc)
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _session(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._failed = loop.create_future()
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
+            max_poll_interval_ms=300_000,
+            **self.client_kwargs(),
+        )
+        self._consumer = consumer
+        if not self.transactional:
+            self._shared = self._producer(None)
+            await self._shared.start()
+        consumer.subscribe(list(self.handlers), listener=_Listener(self))
+        await consumer.start()
+        try:
+            await self._fetch_loop(consumer)
+        finally:
+            self.ready.clear()
+            await self._close_all(commit=False)
+            await consumer.stop()
+            if self._shared is not None:
+                await self._shared.stop()
+                self._shared = None
+            self._consumer = None
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
+        assert self._failed is not None
+        while not self._failed.done():
+            room = self.settings.max_pending - self.pending
+            if room <= 0:
+                await self._wait_for_room(consumer)
+                continue
+            if not self.ready.is_set():  # a rebalance is under way: tables may be restoring
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ready.wait(), 0.5)
+                continue
+            batch = await consumer.getmany(timeout_ms=100, max_records=room)
+            for tp, records in batch.items():
+                part = self.parts.get(tp)
+                if part is None:  # not (or no longer) ours to process: fetch it again later
+                    if records and tp in consumer.assignment():
+                        consumer.seek(tp, records[0].offset)
+                    continue
+                handler = self.handlers[tp.topic]
+                for msg in records:
+                    rec = SourceRecord(
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        msg.key,
+                        msg.value,
+                        msg.timestamp / 1000.0,
+                    )
+                    part.queue.put_nowait((rec, handler.prepare(rec, part)))
+                    self.pending += 1
+        self._failed.result()  # raises the finisher's error
+
+    async def _wait_for_room(self, consumer: AIOKafkaConsumer) -> None:
+        assignment = list(consumer.assignment())
+        consumer.pause(*assignment)
+        self.stats.paused += 1
+        self._room.clear()
+        try:
+            while self.pending >= self.settings.max_pending and not self._fail_done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
+        finally:
+            consumer.resume(*[tp for tp in assignment if tp in consumer.assignment()])
+
+    def _fail_done(self) -> bool:
+        return self._failed is not None and self._failed.done()
+
+    def _producer(self, transactional_id: str | None) -> AIOKafkaProducer:
+        extra: dict[str, Any] = {}
+        if transactional_id is not None:
+            extra["transactional_id"] = transactional_id
+            extra["transaction_timeout_ms"] = 60_000
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=max(1_048_576, self.settings.max_document_bytes + 65_536),
+            **extra,
+            **self.client_kwargs(),
+        )
+
+    # --- partitions --------------------------------------------------------------------------
+    async def assign(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned - set(self.parts)):
+            await self._open(tp)
+        self.ready.set()
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)))
+
+    async def revoke(self, revoked: set[TopicPartition]) -> None:
+        self.ready.clear()
+        for tp in sorted(revoked):
+            part = self.parts.pop(tp, None)
+            if part is not None:
+                await self._close(part, commit=True)
+
+    async def _open(self, tp: TopicPartition) -> None:
+        handler = self.handlers[tp.topic]
+        if self.transactional:
+            producer = self._producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
+            await producer.start()  # InitProducerId: fences the previous owner, aborts its txn
+        else:
+            assert self._shared is not None
+            producer = self._shared
+        tables: dict[str, TablePartition] = {}
+        if handler.tables:
+            restorer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                **self.client_kwargs(),
+            )
+            await restorer.start()
+            try:
+                for table in handler.tables:
+                    tables[table.name] = await table.open(tp.partition, restorer)
+                    self.stats.restored[table.name] = tables[table.name].restored
+            finally:
+                await restorer.stop()
+        part = Partition(tp, producer, transactional=self.transactional, tables=tables)
+        part.task = asyncio.get_running_loop().create_task(self._finisher(part, handler))
+        self.parts[tp] = part
+
+    async def _close(self, part: Partition, *, commit: bool) -> None:
+        """Stop the finisher at a record boundary; commit (or drop) what it finished."""
+        if part.task is not None:
+            part.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await part.task
+        if part.finishing is not None:  # a record half-way through its sends: let it end
+            finishing, part.finishing = part.finishing, None
+            try:
+                await finishing
+            except Exception:  # its sends failed: the commit below fails too and drops them
+                log.warning("record at %s[%d] failed while closing", part.tp.topic, part.partition)
+            else:
+                part.finished_offset = part.finishing_offset
+            self.pending -= 1
+        dropped = part.queue.qsize()
+        self.pending -= dropped
+        self._room.set()
+        try:
+            if commit:
+                await part.commit(self.group_id, self._require_consumer())
+        except KafkaError as exc:
+            log.warning("commit of %s[%d] at close failed: %s", part.tp.topic, part.partition, exc)
+            part.drop_uncommitted()
+        finally:
+            if part.transactional:
+                if part.in_txn:
+                    with contextlib.suppress(Exception):
+                        await part.producer.abort_transaction()
+                await part.producer.stop()
+            for table in part.tables.values():
+                table.close()
+
+    async def _close_all(self, *, commit: bool) -> None:
+        parts, self.parts = list(self.parts.values()), {}
+        for part in parts:
+            if not commit:
+                part.drop_uncommitted()
+            await self._close(part, commit=commit)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the last stable offset, per assigned partition."""
+        consumer = self._consumer
+        out: dict[tuple[str, int], int] = {}
+        if consumer is None:
+            return out
+        for tp in list(consumer.assignment()):
+            end = consumer.last_stable_offset(tp)
+            if end is not None:
+                out[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+        return out
+
+    def connected(self) -> bool:
+        return self._consumer is not None and bool(
+            self._consumer.assignment() or self.ready.is_set()
+        )
+
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None
+        return self._consumer
+
+    # --- finishing ---------------------------------------------------------------------------
+    async def _finisher(self, part: Partition, handler: Handler) -> None:
+        interval = self.settings.commit_interval_ms / 1000.0
+        consumer = self._require_consumer()
+        last_sweep = time.monotonic()
+        try:
+            while True:
+                if part.queue.empty():
+                    await asyncio.shield(part.commit(self.group_id, consumer))
+                    if time.monotonic() - last_sweep >= self.sweep_interval_s:
+                        last_sweep = time.monotonic()
+                        await handler.sweep(part, time.time())
+                    try:
+                        rec, prepared = await asyncio.wait_for(part.queue.get(), interval * 5)
+                    except TimeoutError:
+                        continue
+                else:
+                    rec, prepared = part.queue.get_nowait()
+                try:
+                    outcome: Any = await prepared
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the handler's prepare failed unexpectedly
+                    outcome = exc
+                part.finishing_offset = rec.offset + 1
+                part.finishing = asyncio.get_running_loop().create_task(
+                    self._finish_one(handler, rec, outcome, part)
+                )
+                await asyncio.shield(part.finishing)
+                part.finishing = None
+                part.finished_offset = rec.offset + 1
+                self.pending -= 1
+                self.stats.finished += 1
+                self._room.set()
+                if time.monotonic() - part.last_commit >= interval:
+                    await asyncio.shield(part.commit(self.group_id, consumer))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("finisher of %s[%d] failed", part.tp.topic, part.partition)
+            if self._failed is not None and not self._failed.done():
+                self._failed.set_exception(EngineReset(f"{type(exc).__name__}: {exc}"))
+
+    @staticmethod
+    async def _finish_one(
+        handler: Handler, rec: SourceRecord, outcome: Any, part: Partition
+    ) -> None:
+        try:
+            await handler.finish(rec, outcome, part)
+        except KafkaError:
+            raise
+        except Exception as exc:  # a bug must not stop the partition: dead-letter the record
+            log.exception("finishing %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
+            await handler.fail(rec, exc, part)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.engine.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self.engine.assign(set(assigned))
+        except Exception as exc:  # surfaces in the fetch loop: the session resets
+            log.exception("assignment failed")
+            failed = self.engine._failed
+            if failed is not None and not failed.done():
+                failed.set_exception(EngineReset(f"assignment failed: {exc}"))
