@@ -33,4 +33,6 @@ if [ ! -x "$stub_dst" ]; then
 fi
 
 bash deploy/kafka/fetch.sh
+echo "[setup] kustomize (pinned, for tests/unit/k8s)"
+bash deploy/k8s/kustomize.sh --path >/dev/null
 echo "[setup] done"

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from streams.topics import TopicSpec, topic_specs
 
@@ -27,11 +28,31 @@ class TopicMismatch(RuntimeError):
     """An existing topic has another partition count than the settings ask for."""
 
 
-async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:
-    """Create the missing topics; check the existing ones. Returns the names created."""
+async def ensure_topics(
+    settings: Settings, specs: Sequence[TopicSpec] | None = None, *, attempts: int = 6
+) -> list[str]:
+    """Create the missing topics; check the existing ones. Returns the names created.
+    Retriable broker errors (a broker that just died is still in the metadata for a session
+    timeout) are retried with back-off."""
     specs = list(specs if specs is not None else topic_specs(settings).values())
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return await _ensure_topics(settings, specs)
+        except KafkaError as exc:
+            if not exc.retriable or attempt == attempts:
+                raise
+            log.warning("ensure_topics: %s; retry %d in %.1fs", exc, attempt, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+async def _ensure_topics(settings: Settings, specs: Sequence[TopicSpec]) -> list[str]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=30000
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=30000,
+        **kafka_client_kwargs(settings),
     )
     await admin.start()
     try:

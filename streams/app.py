@@ -17,6 +17,7 @@ from streams.agents import conversations, documents
 from streams.engine import Engine
 from streams.publish import FaustPublisher, Publisher
 from streams.records import SourceRecord, dead_letter
+from streams.security import faust_credentials, kafka_client_kwargs
 from streams.settings import Settings
 from streams.tables import PolicyTable
 from streams.topics import declare_topics
@@ -139,7 +140,8 @@ def create_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         web_enabled=settings.web_enabled,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
+        broker_credentials=faust_credentials(settings),
         web_port=settings.web_port,
         web_in_thread=False,
     )
@@ -169,6 +171,7 @@ def create_app(
             settings.topic_policies,
             governor.policies,
             policy_dead_letter,
+            client_kwargs=kafka_client_kwargs(settings),
         )
         app.task(table.run)
 
@@ -188,7 +191,7 @@ def create_app(
     docs = documents.DocumentHandler(
         settings, classifier, worker_id=worker_id, governor=governor, metrics=metrics
     )
-    engine = Engine(settings, [handler, docs])
+    engine = Engine(settings, [handler, docs], on_reset=metrics.resets.inc)
 
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:

@@ -18,6 +18,7 @@ from rich.table import Table
 from streams.admin import ensure_topics, topic_partitions
 from streams.records import ConversationEvent
 from streams.samples import POLICY_TENANTS, sample_events
+from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from workers.provenance.textmark import strip
 
@@ -27,7 +28,9 @@ console = Console()
 async def publish_policy(settings: Settings, tenant: str, value: bytes | None) -> None:
     """Write one record (None = tombstone) to the compacted policies topic, key = tenant."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
+    )
     await producer.start()
     try:
         await producer.send_and_wait(settings.topic_policies, key=tenant.encode(), value=value)
@@ -58,7 +61,10 @@ def allow_all_policy(tenant: str, version: int) -> bytes:
 async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes]]) -> int:
     await ensure_topics(settings)  # never let a producer auto-create them with broker defaults
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        **kafka_client_kwargs(settings),
     )
     await producer.start()
     sent = 0
@@ -94,7 +100,9 @@ def file_records(path: Path) -> Iterable[tuple[bytes | None, bytes]]:
 async def _end_offsets_consumer(settings: Settings, topics: list[str]) -> AIOKafkaConsumer:
     """A group-less consumer positioned at the current end of every partition of `topics`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        **kafka_client_kwargs(settings),
     )
     await consumer.start()
     parts = [tp for t in topics for tp in await topic_partitions(consumer, t)]
@@ -113,6 +121,7 @@ async def tail(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         group_id=None,
+        **kafka_client_kwargs(settings),
     )
     await consumer.start()
     seen = 0

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from streams.records import SourceRecord
+from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from streams.tables import ChangelogTable, TablePartition
 
@@ -216,12 +217,14 @@ class Engine:
         settings: Settings,
         handlers: Sequence[Handler],
         *,
-        client_kwargs: ClientKwargs = dict,
+        client_kwargs: ClientKwargs | None = None,
         sweep_interval_s: float = 30.0,
+        on_reset: Callable[[], None] = lambda: None,
     ) -> None:
+        self.on_reset = on_reset
         self.settings = settings
         self.handlers = {t: h for h in handlers for t in h.topics}
-        self.client_kwargs = client_kwargs
+        self.client_kwargs = client_kwargs or (lambda: kafka_client_kwargs(settings))
         self.sweep_interval_s = sweep_interval_s
         self.group_id = settings.app_id
         self.transactional = settings.processing_guarantee == "exactly_once"
@@ -244,6 +247,7 @@ class Engine:
                 await self._session()
             except (KafkaError, EngineReset) as exc:
                 self.stats.resets += 1
+                self.on_reset()
                 log.error("processing session reset after %s: %s", type(exc).__name__, exc)
             if time.monotonic() - started > 60:
                 delay = 1.0

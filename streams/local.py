@@ -118,6 +118,17 @@ class WorkerProcess:
             time.sleep(0.5)
         raise TimeoutError(f"worker not ready in {timeout_s:.0f}s; see {self.log_path}")
 
+    def wait_log(self, text: str, timeout_s: float = 120.0, *, count: int = 1) -> None:
+        """Wait until ``text`` appears ``count`` times in the worker's log (e.g. "assigned")."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise RuntimeError(f"worker exited; see {self.log_path}:\n{self.tail()}")
+            if self.log_path.read_text(errors="replace").count(text) >= count:
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{text!r} not in {self.log_path} after {timeout_s:.0f}s")
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         4, ge=1, description="Partitions of every topic inferstream creates."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor of created topics.")
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of created topics (with acks=all); unset = the broker's.",
+    )
     topic_in: str = Field("conversations.in", description="Input topic of conversation turns.")
     topic_out: str = Field("conversations.out", description="Output topic of results.")
     topic_deadletter: str = Field("deadletter", description="Topic of rejected events.")
@@ -188,6 +193,9 @@ class Settings(BaseSettings):
 
     # --- process -----------------------------------------------------------------------------
     web_port: int = Field(6066, description="Faust web port of the worker (health, metrics).")
+    web_host: str = Field(
+        "127.0.0.1", description="Bind address of the worker's web server (0.0.0.0 in a pod)."
+    )
     web_enabled: bool = Field(True, description="Run the worker's web server.")
     run_dir: Path = Field(REPO_ROOT / ".run", description="Logs, pid files and local data.")
     cache_dir: Path = Field(

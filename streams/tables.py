@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
@@ -37,7 +38,9 @@ class PolicyTable:
         store: PolicyStore,
         on_invalid: OnInvalid,
         poll_ms: int = 200,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        self.client_kwargs = dict(client_kwargs or {})
         self.bootstrap = bootstrap
         self.topic = topic
         self.store = store
@@ -52,6 +55,7 @@ class PolicyTable:
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            **self.client_kwargs,
         )
         await consumer.start()
         try:

@@ -51,7 +51,7 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
              "segment.ms": str(DAY_MS)},
         )  # fmt: skip
 
-    return {
+    specs = {
         "conversations_in": spec(settings.topic_in, 7),
         "documents_in": spec(settings.topic_documents_in, 7),
         "documents_out": spec(settings.topic_documents_out, 7),
@@ -63,6 +63,16 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "analytics": spec(settings.topic_analytics, 30),
         "policies": policies,
     }
+    isr = settings.min_insync_replicas
+    if isr is not None:
+        if isr > settings.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas={isr} > replication_factor={settings.replication_factor}: "
+                "no write with acks=all could ever succeed"
+            )
+        for s in specs.values():
+            s.config["min.insync.replicas"] = str(isr)
+    return specs
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from streams.admin import topic_partitions
+from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from workers.provenance import textmark
 from workers.provenance.envelope import Envelope
@@ -62,6 +63,7 @@ async def find_record(settings: Settings, provenance_id: str) -> dict[str, Any] 
     needle = provenance_id.encode()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         enable_auto_commit=False,
         isolation_level="read_committed",
     )

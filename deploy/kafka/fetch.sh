@@ -26,7 +26,11 @@ mvn -q -B -f "$KAFKA_DEPLOY_DIR/pom.xml" dependency:copy-dependencies \
   -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$tmp" \
   2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2
 ls "$tmp"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null   # fail loudly if Maven copied nothing useful
-rm -rf "$KAFKA_LIBS"
+# Two renames, not rm + mv: a broker starting from this folder meanwhile finds no jars for a
+# moment at most.
+rm -rf "$KAFKA_HOME_DIR/libs.old"
+[ ! -d "$KAFKA_LIBS" ] || mv "$KAFKA_LIBS" "$KAFKA_HOME_DIR/libs.old"
 mv "$tmp" "$KAFKA_LIBS"
+rm -rf "$KAFKA_HOME_DIR/libs.old"
 echo "$key" >"$marker"
 echo "[kafka] $(ls "$KAFKA_LIBS" | wc -l) jars in $KAFKA_LIBS" >&2

@@ -10,10 +10,26 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from streams.security import kafka_client_kwargs
+from streams.settings import Settings
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+
+def _security(settings: Settings | None) -> dict[str, Any]:
+    """Client options for a secured cluster (`settings`' Kafka security fields); none: PLAINTEXT."""
+    return kafka_client_kwargs(settings) if settings is not None else {}
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    *,
+    settings: Settings | None = None,
+) -> int:
     async def run() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_security(settings)
+        )
         await producer.start()
         try:
             futures = [await producer.send(topic, key=k, value=v) for k, v in records]
@@ -32,6 +48,7 @@ def consume(
     until: Callable[[dict[str, list[Any]]], bool],
     timeout_s: float,
     settle_s: float = 2.0,
+    settings: Settings | None = None,
 ) -> dict[str, list[Any]]:
     """Read `topics` from the beginning (no group) until `until(records)` holds, then keep reading
     `settle_s` more seconds so that duplicates or extras would be seen too."""
@@ -42,6 +59,7 @@ def consume(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **_security(settings),
         )
         await consumer.start()
         out: dict[str, list[Any]] = {t: [] for t in topics}
@@ -63,5 +81,159 @@ def consume(
         finally:
             await consumer.stop()
         return out
+
+    return asyncio.run(run())
+
+
+# --- helpers added for tests/reliability (the ones above are unchanged) ---------------------------
+
+Headers = list[tuple[str, bytes]]
+
+
+def produce_each(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes, Headers]],
+    *,
+    max_request_size: int = 1048576,
+) -> list[Any]:
+    """Send (key, value, headers) records; returns per record its RecordMetadata (partition,
+    offset) or the exception the client or the broker gave it. Unlike `produce`, one refused
+    record (too large, say) neither stops nor hides the others."""
+
+    async def run() -> list[Any]:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=5,
+            max_request_size=max_request_size,
+            request_timeout_ms=60000,
+        )
+        await producer.start()
+        try:
+            outcomes: list[Any] = []
+            futures: list[tuple[int, asyncio.Future[Any]]] = []
+            for key, value, headers in records:
+                try:
+                    fut = await producer.send(topic, key=key, value=value, headers=headers or None)
+                except Exception as exc:  # refused by the client before it reached the broker
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(None)
+                futures.append((len(outcomes) - 1, fut))
+            done = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+            for (i, _), outcome in zip(futures, done, strict=True):
+                outcomes[i] = outcome
+            return outcomes
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
+def create_topic(bootstrap: str, name: str, partitions: int, config: dict[str, str]) -> None:
+    """Create one topic with explicit topic configs (e.g. a raised ``max.message.bytes``)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, 1, topic_configs=config)]
+            )
+            for topic, code, *rest in response.topic_errors:
+                if code != 0:
+                    raise RuntimeError(f"creating {topic!r}: error {code} {rest}")
+        finally:
+            await admin.close()
+
+    asyncio.run(run())
+
+
+def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Records of `topic` not yet committed by consumer group `group` (None: nothing committed)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = {
+                tp: meta.offset
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+                if tp.topic == topic and meta.offset >= 0
+            }
+            if not committed:
+                return None
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends = await consumer.end_offsets(parts)
+            return sum(end - committed.get(tp, 0) for tp, end in ends.items())
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def consume_raw(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    until: Callable[[dict[str, list[Any]]], bool],
+    timeout_s: float,
+    settle_s: float = 2.0,
+) -> dict[str, list[Any]]:
+    """`consume`, but returns aiokafka's ConsumerRecords (key, value bytes, headers, offsets) and
+    takes records of any size (read_committed, from the beginning, no group)."""
+
+    async def run() -> dict[str, list[Any]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=64 * 1024 * 1024,
+            fetch_max_bytes=128 * 1024 * 1024,
+        )
+        await consumer.start()
+        out: dict[str, list[Any]] = {t: [] for t in topics}
+        try:
+            parts = []
+            await consumer._client.force_metadata_update()
+            for topic in topics:
+                parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            deadline = time.monotonic() + timeout_s
+            settle_until: float | None = None
+            while time.monotonic() < (settle_until or deadline):
+                batch = await consumer.getmany(timeout_ms=300)
+                for tp, records in batch.items():
+                    out[tp.topic] += records
+                if settle_until is None and until(out):
+                    settle_until = time.monotonic() + settle_s
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(run())
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Sum of the end offsets of `topic` (its records, plus transaction markers if any)."""
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            return sum((await consumer.end_offsets(parts)).values())
+        finally:
+            await consumer.stop()
 
     return asyncio.run(run())
