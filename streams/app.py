@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import faust
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from streams import web
@@ -41,6 +42,7 @@ from workers.retry import Backoff
 from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
+from workers.telemetry.tracing import KafkaTracing, build_tracer_provider
 
 
 class ConfigError(RuntimeError):
@@ -116,6 +118,7 @@ def create_app(
     governor: Governor | None = None,
     publisher: Publisher | None = None,
     follow_policies: bool = True,
+    tracer_provider: TracerProvider | None = None,
 ) -> faust.App:
     """The worker: a Faust app hosting the web server (metrics, health), the policy table, the
     observer timer and the transactional processing engine (``streams.engine``)."""
@@ -180,6 +183,14 @@ def create_app(
 
         tables_ready = table.caught_up.is_set
 
+    provider = tracer_provider or build_tracer_provider(
+        settings.tracing_exporter,
+        settings.tracing_endpoint,
+        "inferstream-worker",
+        sample_ratio=settings.tracing_sample_ratio,
+        resource_attributes={"service.instance.id": worker_id},
+    )
+    tracing = KafkaTracing.from_provider(provider, consumer_group=settings.app_id)
     handler = conversations.ConversationHandler(
         settings,
         classifier,
@@ -187,7 +198,9 @@ def create_app(
         worker_id=worker_id,
         metrics=metrics,
         costs=CostModel(settings.gpu_usd_per_hour, settings.cpu_usd_per_hour),
+        tracing=tracing,
     )
+
     docs = documents.DocumentHandler(
         settings, classifier, worker_id=worker_id, governor=governor, metrics=metrics
     )
@@ -196,7 +209,11 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:
         await ready()  # the policy table has caught up: decisions use current policies
-        await engine.run()
+        try:
+            await engine.run()
+        finally:
+            if provider is not None:
+                provider.shutdown()  # type: ignore[no-untyped-call]  # flushes held spans
 
     web.register(app, metrics, health)
 

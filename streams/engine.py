@@ -314,6 +314,7 @@ class Engine:
                         msg.key,
                         msg.value,
                         msg.timestamp / 1000.0,
+                        tuple(msg.headers or ()),
                     )
                     part.queue.put_nowait((rec, handler.prepare(rec, part)))
                     self.pending += 1

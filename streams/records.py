@@ -290,6 +290,7 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def dead_letter(

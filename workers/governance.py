@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,6 +52,13 @@ class Released:
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
+Stage = Callable[[str], AbstractContextManager[object]]
+
+
+def _no_stage(name: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
 class Governor:
     def __init__(
         self,
@@ -89,8 +97,10 @@ class Governor:
         trace_id: str,
         safety_score: float | None = None,
         entities: Sequence[Entity] = (),
+        stage: Stage = _no_stage,
     ) -> Released:
-        """Rules and the model combined: the model's unsafe score and its PII entity tags."""
+        """Rules and the model combined: the model's unsafe score and its PII entity tags.
+        ``stage(name)`` wraps the "filter" and "watermark" steps (e.g. in trace spans)."""
         model_pii = [
             Finding(
                 MODEL_PII_TYPES[e.type],
@@ -102,19 +112,22 @@ class Governor:
             for e in entities
             if e.type in MODEL_PII_TYPES and e.confidence >= MIN_ENTITY_CONFIDENCE
         ]
-        decision = self.content_filter.decide(
-            text,
-            tenant=access.tenant,
-            policy=self._filter_policy(access),
-            safety_score=safety_score,
-            model_entities=model_pii,
-        )
+        with stage("filter"):
+            decision = self.content_filter.decide(
+                text,
+                tenant=access.tenant,
+                policy=self._filter_policy(access),
+                safety_score=safety_score,
+                model_entities=model_pii,
+            )
         decisions = [{"stage": "filter", **decision.to_dict()}]
         decisions[0].pop("text", None)  # the envelope signs a digest of the text, not the text
-        if decision.action == "block":
-            stamped = self._stamp(text, "", access, decisions, model, trace_id)
+        blocked = decision.action == "block"
+        with stage("watermark"):
+            output = "" if blocked else decision.text
+            stamped = self._stamp(text, output, access, decisions, model, trace_id)
+        if blocked:
             return Released("blocked", None, access, stamped.envelope, decision, decisions)
-        stamped = self._stamp(text, decision.text, access, decisions, model, trace_id)
         return Released("ok", stamped.text, access, stamped.envelope, decision, decisions)
 
     def _filter_policy(self, access: Access) -> FilterPolicy:

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN
 from prometheus_client import CollectorRegistry
 
 from streams.engine import Sink
@@ -41,6 +43,13 @@ from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
 from workers.telemetry.cost import CostModel, analytics_record
 from workers.telemetry.metrics import Metrics
+from workers.telemetry.tracing import (
+    ATTR_BACKEND,
+    ATTR_MODEL_NAME,
+    ATTR_MODEL_VERSION,
+    EventSpan,
+    KafkaTracing,
+)
 
 log = logging.getLogger(__name__)
 CONTEXT, DEDUPE = "context", "dedupe"
@@ -53,17 +62,20 @@ class Invalid:
     code: str
     detail: str
     event_id: str | None = None
+    span: EventSpan | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
     event: ConversationEvent
+    span: EventSpan | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Denied:
     event: ConversationEvent
     access: Access
+    span: EventSpan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,16 @@ class Classified:
     access: Access
     prediction: Prediction
     fetched_at: float
+    span: EventSpan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """What waits in the micro-batcher: the text, its event's trace context, when it came."""
+
+    text: str
+    ctx: Context
+    submitted_ns: int
 
 
 Outcome = Invalid | Duplicate | Denied | Classified
@@ -109,9 +131,11 @@ class ConversationHandler:
         worker_id: str,
         metrics: Metrics | None = None,
         costs: CostModel | None = None,
+        tracing: KafkaTracing | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or KafkaTracing(consumer_group=settings.app_id)
         self.classifier = classifier
         self.governor = governor
         self.worker_id = worker_id
@@ -123,7 +147,7 @@ class ConversationHandler:
         self.selector = ContextSelector(
             settings.context_budget_tokens, settings.context_gate, settings.context_half_life_turns
         )
-        self.batcher: MicroBatcher[str, Prediction] = MicroBatcher(
+        self.batcher: MicroBatcher[_Item, Prediction] = MicroBatcher(
             self._infer,
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000.0,
@@ -134,30 +158,49 @@ class ConversationHandler:
     # --- prepare: at fetch time ------------------------------------------------------------
     def prepare(self, rec: SourceRecord, part: Sink) -> Awaitable[Outcome]:
         self.metrics.event_in(rec.topic)
+        tracing = self.tracing
+        span = tracing.consume_span(
+            rec.topic, rec.partition, rec.offset, rec.key, parent_ctx=tracing.extract(rec.headers)
+        )
         try:
-            event = decode_conversation(
-                rec.value,
-                max_text_bytes=self.settings.max_text_bytes,
-                max_event_bytes=self.settings.max_event_bytes,
-            )
+            with tracing.stage("decode", span.ctx):
+                event = decode_conversation(
+                    rec.value,
+                    max_text_bytes=self.settings.max_text_bytes,
+                    max_event_bytes=self.settings.max_event_bytes,
+                )
         except InvalidEvent as exc:
-            return _done(Invalid(exc.code, exc.detail, peek_event_id(rec.value)))
+            return _done(Invalid(exc.code, exc.detail, peek_event_id(rec.value), span))
         inflight: set[str] = part.local.setdefault(_INFLIGHT_KEY, set())
         if event.event_id in inflight or part.get(DEDUPE, event.event_id.encode()) is not None:
-            return _done(Duplicate(event))
+            return _done(Duplicate(event, span))
         inflight.add(event.event_id)
-        access = self.governor.admit(event.tenant, event.metadata)
+        with tracing.stage("policy", span.ctx):
+            access = self.governor.admit(event.tenant, event.metadata)
         if not access.allowed:
-            return _done(Denied(event, access))
+            return _done(Denied(event, access, span))
         fetched_at = self.clock()
-        future = self.batcher.submit(event.conversation_id, event.text)
-        return asyncio.ensure_future(self._classified(event, access, future, fetched_at))
+        item = _Item(event.text, span.ctx, time.time_ns())
+        future = self.batcher.submit(event.conversation_id, item)
+        return asyncio.ensure_future(self._classified(event, access, future, fetched_at, span))
 
-    async def _infer(self, texts: list[str]) -> list[Prediction]:
-        with self.metrics.inflight(), self.metrics.time_stage("inference"):
-            predictions = await self.classifier.classify(texts)
-        self.metrics.observe_batch(len(texts))
-        self.metrics.route(predictions[0].backend, len(texts))
+    async def _infer(self, items: list[_Item]) -> list[Prediction]:
+        """One batch: its events' batch_wait spans end here, one inference span covers it."""
+        tracing, now = self.tracing, time.time_ns()
+        for item in items:
+            tracing.record("batch_wait", item.ctx, item.submitted_ns, now)
+        with (
+            self.metrics.inflight(),
+            self.metrics.time_stage("inference"),
+            tracing.batch_span("inference", [i.ctx for i in items]) as span,
+        ):
+            predictions = await self.classifier.classify([i.text for i in items])
+            first = predictions[0]
+            span.set(ATTR_BACKEND, first.backend)
+            span.set(ATTR_MODEL_NAME, first.model_name)
+            span.set(ATTR_MODEL_VERSION, first.model_version)
+        self.metrics.observe_batch(len(items))
+        self.metrics.route(first.backend, len(items))
         return predictions
 
     async def _classified(
@@ -166,6 +209,7 @@ class ConversationHandler:
         access: Access,
         future: asyncio.Future[Prediction],
         fetched_at: float,
+        span: EventSpan,
     ) -> Outcome:
         try:
             prediction = await future
@@ -176,14 +220,25 @@ class ConversationHandler:
             try:
                 prediction = (await self.classifier.classify([event.text]))[0]
             except InferenceRejected as alone:
-                return Invalid(alone.reason, alone.detail, event.event_id)
-        return Classified(event, access, prediction, fetched_at)
+                return Invalid(alone.reason, alone.detail, event.event_id, span)
+        return Classified(event, access, prediction, fetched_at, span)
 
     # --- finish: in offset order, inside the partition's transaction -------------------------
     async def finish(self, rec: SourceRecord, outcome: Outcome, part: Sink) -> None:
         if isinstance(outcome, BaseException):  # prepare failed unexpectedly
             await self.fail(rec, outcome, part)
             return
+        span = outcome.span or EventSpan(INVALID_SPAN, Context())
+        try:
+            await self._finish(rec, outcome, part, span)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end()
+
+    async def _finish(
+        self, rec: SourceRecord, outcome: Outcome, part: Sink, span: EventSpan
+    ) -> None:
         match outcome:
             case Invalid(code, detail, event_id):
                 await self._dead_letter(part, rec, code, detail, event_id)
@@ -201,12 +256,14 @@ class ConversationHandler:
                 info = await self.classifier.model_info()
                 model = ModelRef(info.name, info.version, info.backend)
                 released = self.governor.deny(
-                    access, input_text=event.text, model=model, trace_id=""
-                )
-                await self._send(part, rec, event, released, None, None)
+                    access, input_text=event.text, model=model,
+                    trace_id=self.tracing.trace_id(span.ctx),
+                )  # fmt: skip
+                await self._send(part, rec, event, released, None, None, span=span)
                 await self._remember(part, event)
             case Classified(event, access, prediction, fetched_at):
-                selection = await self._context(part, event, prediction)
+                with self.tracing.stage("context", span.ctx):
+                    selection = await self._context(part, event, prediction)
                 model = ModelRef(
                     prediction.model_name, prediction.model_version, prediction.backend
                 )
@@ -215,13 +272,16 @@ class ConversationHandler:
                         event.text,
                         access,
                         model=model,
-                        trace_id="",
+                        trace_id=self.tracing.trace_id(span.ctx),
                         safety_score=prediction.safety_score,
                         entities=prediction.entities,
+                        stage=lambda name: self.tracing.stage(name, span.ctx),
                     )
                 if released.decision is not None:
                     self.metrics.filter_decision(released.decision.action)
-                await self._send(part, rec, event, released, prediction, selection, fetched_at)
+                await self._send(
+                    part, rec, event, released, prediction, selection, fetched_at, span=span
+                )
                 await self._remember(part, event)
 
     async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:
@@ -290,6 +350,8 @@ class ConversationHandler:
         pred: Prediction | None,
         selection: Selection | None,
         fetched_at: float | None = None,
+        *,
+        span: EventSpan,
     ) -> None:
         now = self.clock()
         env = rel.envelope
@@ -334,7 +396,11 @@ class ConversationHandler:
         key = ev.conversation_id.encode()
         self.metrics.event_out(self.settings.topic_out)
         self.metrics.observe_e2e(max(0.0, now - ev.ts))
-        await part.send(self.settings.topic_out, key, result.to_json(), headers | env.to_headers())
+        with self.tracing.produce_span(self.settings.topic_out, span.ctx, key=key) as produced:
+            headers |= produced.headers  # traceparent: downstream consumers continue the trace
+            await part.send(
+                self.settings.topic_out, key, result.to_json(), headers | env.to_headers()
+            )
         action = "deny" if rel.status == "denied" else (rel.decision.action if rel.decision else "")
         if action in ("deny", "block", "mask"):
             self.metrics.event_out(self.settings.topic_moderation)
