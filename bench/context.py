@@ -28,7 +28,9 @@ from workers.context import ContextSelector, DialogueState, Turn
 LENGTHS = (1, 100, 1000)
 
 
-def build(rng: np.random.Generator, length: int, turn_cap: int, token_cap: int, dim: int):
+def build(
+    rng: np.random.Generator, length: int, turn_cap: int, token_cap: int, dim: int
+) -> DialogueState:
     state = DialogueState(turn_cap=turn_cap, token_cap=token_cap)
     for i in range(length):
         emb = rng.normal(size=dim).astype(np.float32)

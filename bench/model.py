@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,14 +35,14 @@ CASES = [(64, 1), (64, 8), (64, 32), (128, 1), (128, 8), (128, 32)]
 OUT = REPO / "bench" / "out"
 
 
-def _inputs(length: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _inputs(length: int, batch: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 29000, size=(batch, length), dtype=np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
     return ids, np.ones_like(ids)
 
 
-def _time(fn, ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _time(fn, ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[float, float]:  # type: ignore[no-untyped-def,type-arg]
     fn(ids, mask)
     times: list[float] = []
     start = time.perf_counter()
@@ -65,7 +66,7 @@ def _torch_fp32(onnx_dir: Path):  # type: ignore[no-untyped-def]
     model = build_model(default_model_dir(), 18, 21, TrainConfig())
     model = merge_and_attach_bank(model, np.zeros((785, 384), dtype=np.float32))
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> object:
+    def run(ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> object:
         with torch.inference_mode():
             return model(torch.from_numpy(ids), torch.from_numpy(mask))
 
