@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -102,12 +103,22 @@ def down() -> None:
 def worker() -> None:
     """Run a Faust worker in the foreground."""
     import faust
+    from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
 
     from streams.admin import ensure_topics
     from streams.app import create_app
 
     settings = Settings()
-    asyncio.run(ensure_topics(settings))
+    try:
+        asyncio.run(ensure_topics(settings))
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        # Least-privilege credentials may not create (or even see) topics: an admin does that
+        # (deploy/k8s KafkaTopic). Start anyway: a missing grant shows in the log and in
+        # /health/ready, and processing retries with back-off instead of a crash loop.
+        logging.getLogger("inferstream").error(
+            "cannot check or create topics with user %r (%s): they must exist and be granted",
+            settings.kafka_sasl_username, exc,
+        )  # fmt: skip
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
 

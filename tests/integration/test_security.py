@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import time
 import uuid
@@ -35,6 +36,7 @@ from pydantic import SecretStr
 
 from streams import console, local
 from streams.admin import ensure_topics
+from streams.records import ConversationEvent
 from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from streams.topics import TopicSpec, topic_specs
@@ -256,6 +258,75 @@ def test_clients_without_valid_credentials_are_refused(
         kafka_io.produce(bootstrap, f"{GRANTED}{uid()}", records(1), settings=client)
     assert time.monotonic() - start < REFUSAL_S
     assert reason in caplog.text
+
+
+def test_the_worker_process_runs_on_its_credentials_and_waits_out_a_missing_grant(
+    cluster: SecureCluster, services: Settings, watermark_keys: Path
+) -> None:
+    """A real worker process with the SCRAM user "worker" over TLS: one output topic is not
+    granted; the worker says so clearly, stays up (no crash loop, nothing committed), and once
+    the grant is added it delivers every event exactly once."""
+    run = f"{GRANTED}{uid()}"
+    app_id = f"{GROUPS}{uid()}"  # consumer group and transactional ids under the granted prefix
+    roles = ("in", "out", "deadletter", "policies", "moderation")
+    fields: dict[str, Any] = {f"topic_{role}": f"{run}.{role}" for role in roles} | {
+        "topic_documents_in": f"{run}.din",
+        "topic_documents_out": f"{run}.dout",
+        "topic_analytics": f"ungranted.{uid()}.analytics",
+        "app_id": app_id,
+        "topic_partitions": 2,
+    }
+    admin = cluster.client("admin", replication_factor=3, **fields)
+    asyncio.run(ensure_topics(admin))
+    cluster.kafka("acl", "worker", "--topic-prefix", f"{app_id}-")  # its tables' changelogs
+    lines = cluster.kafka("client-env", "worker").stdout.split()
+    env = dict(os.environ) | dict(line.split("=", 1) for line in lines)
+    env |= {f"INFERSTREAM_{k.upper()}": str(v) for k, v in fields.items()}
+    env |= {k: v for k, v in TEST_PORTS.items() if "TRITON" in k or "RUN_DIR" in k}
+    env |= {
+        "INFERSTREAM_WATERMARK_KEY_DIR": str(watermark_keys),
+        "INFERSTREAM_WEB_PORT": str(PORT_BASE + 8500),
+        "HF_HUB_OFFLINE": "1",
+    }
+    worker_settings = cluster.client("worker", **fields)
+    proc = local.WorkerProcess(worker_settings, env, name=f"secure-worker-{uid()}")
+    proc.start()
+    try:
+        proc.wait_ready()
+        asyncio.run(console.publish_policy(admin, "acme", console.allow_all_policy("acme", 1)))
+        events = [
+            ConversationEvent(f"s-{i}", f"conv-{i % 4}", "acme", "u", "hello there", time.time())
+            for i in range(20)
+        ]
+        batch = [(e.conversation_id.encode(), e.to_json()) for e in events]
+        assert (
+            kafka_io.produce(admin.bootstrap_servers, admin.topic_in, batch, settings=admin) == 20
+        )
+        proc.wait_log("processing session reset", timeout_s=120)
+        time.sleep(5)
+        assert proc.pid() is not None, proc.tail()  # still the same process: no crash loop
+        resets = [
+            line for line in proc.log_path.read_text().splitlines()
+            if "processing session reset" in line
+        ]  # fmt: skip
+        assert all("TopicAuthorizationFailed" in line for line in resets), resets
+        nothing = kafka_io.consume(
+            admin.bootstrap_servers, [admin.topic_out], until=lambda r: False, timeout_s=3,
+            settle_s=0, settings=admin,
+        )  # fmt: skip
+        assert nothing[admin.topic_out] == []  # the aborted work left nothing visible
+
+        cluster.kafka("acl", "worker", "--topic", admin.topic_analytics)
+        out = kafka_io.consume(
+            admin.bootstrap_servers, [admin.topic_out],
+            until=lambda r: len(r[admin.topic_out]) >= 20, timeout_s=120, settle_s=3,
+            settings=admin,
+        )[admin.topic_out]  # fmt: skip
+        ids = [r["event_id"] for r in out]
+        assert sorted(ids) == sorted(e.event_id for e in events)  # each once, none lost
+        assert proc.pid() is not None
+    finally:
+        proc.stop()
 
 
 def test_three_brokers_keep_serving_with_one_killed(cluster: SecureCluster) -> None:
