@@ -276,11 +276,18 @@ class Engine:
             await self._shared.start()
         consumer.subscribe(list(self.handlers), listener=_Listener(self))
         await consumer.start()
+        stopping = False
         try:
             await self._fetch_loop(consumer)
+        except asyncio.CancelledError:  # the worker stops: commit what is finished, then leave
+            stopping = True
+            raise
         finally:
             self.ready.clear()
-            await self._close_all(commit=False)
+            try:
+                await asyncio.wait_for(self._close_all(commit=stopping), 15.0)
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("closing partitions: %s (their open transactions abort)", exc)
             await consumer.stop()
             if self._shared is not None:
                 await self._shared.stop()

@@ -85,7 +85,7 @@ def consume(
     return asyncio.run(run())
 
 
-# --- helpers added for tests/reliability (the ones above are unchanged) ---------------------------
+# --- helpers for tests/reliability (PLAINTEXT test broker) ---------------------------------------
 
 Headers = list[tuple[str, bytes]]
 
