@@ -17,31 +17,29 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN
 from prometheus_client import CollectorRegistry
 
+from streams.agents.deadletters import DeadLetters
+from streams.agents.outputs import ConversationOutputs
 from streams.engine import Sink
 from streams.records import (
     ConversationEvent,
-    ConversationResult,
     SourceRecord,
-    dead_letter,
     decode_conversation,
-    moderation_event,
     peek_event_id,
 )
 from streams.settings import Settings
 from streams.tables import ChangelogTable
 from workers.batching import MicroBatcher
 from workers.context import ContextSelector, DialogueState, Selection, Turn
-from workers.errors import InferenceRejected, InferstreamError, InvalidEvent
-from workers.governance import Governor, ModelRef, Released
+from workers.errors import InferenceRejected, InvalidEvent
+from workers.governance import Governor, ModelRef
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
-from workers.telemetry.cost import CostModel, analytics_record
+from workers.telemetry.cost import CostModel
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
@@ -142,6 +140,10 @@ class ConversationHandler:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.costs = costs or CostModel(gpu_usd_per_hour=0.0, cpu_usd_per_hour=0.0)
         self.clock = clock
+        self.dead_letters = DeadLetters(settings, self.metrics, worker_id, clock)
+        self.outputs = ConversationOutputs(
+            settings, self.metrics, self.tracing, self.costs, worker_id, clock
+        )
         self.topics = (settings.topic_in,)
         self.tables = state_tables(settings)
         self.selector = ContextSelector(
@@ -241,7 +243,8 @@ class ConversationHandler:
     ) -> None:
         match outcome:
             case Invalid(code, detail, event_id):
-                await self._dead_letter(part, rec, code, detail, event_id)
+                sent_id = await self.dead_letters.send(part, rec, code, detail, event_id)
+                part.local.get(_INFLIGHT_KEY, set()).discard(sent_id)
             case Duplicate(event):
                 self.metrics.duplicate(rec.topic)
                 log.info(
@@ -259,7 +262,7 @@ class ConversationHandler:
                     access, input_text=event.text, model=model,
                     trace_id=self.tracing.trace_id(span.ctx),
                 )  # fmt: skip
-                await self._send(part, rec, event, released, None, None, span=span)
+                await self.outputs.send(part, rec, event, released, None, None, span=span)
                 await self._remember(part, event)
             case Classified(event, access, prediction, fetched_at):
                 with self.tracing.stage("context", span.ctx):
@@ -279,14 +282,14 @@ class ConversationHandler:
                     )
                 if released.decision is not None:
                     self.metrics.filter_decision(released.decision.action)
-                await self._send(
+                await self.outputs.send(
                     part, rec, event, released, prediction, selection, fetched_at, span=span
                 )
                 await self._remember(part, event)
 
     async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:
-        reason = exc.reason if isinstance(exc, InferstreamError) else "internal_error"
-        await self._dead_letter(part, rec, reason, f"{type(exc).__name__}: {exc}", None)
+        event_id = await self.dead_letters.failed(part, rec, exc)
+        part.local.get(_INFLIGHT_KEY, set()).discard(event_id)
 
     async def _remember(self, part: Sink, event: ConversationEvent) -> None:
         """The event id's dedupe row, in the same transaction as its outputs."""
@@ -339,160 +342,3 @@ class ConversationHandler:
         if DEDUPE in tables:
             for key in tables[DEDUPE].expired(now - self.settings.dedupe_window_s):
                 await part.put(DEDUPE, key, None, now)
-
-    # --- outputs -----------------------------------------------------------------------------
-    async def _send(
-        self,
-        part: Sink,
-        rec: SourceRecord,
-        ev: ConversationEvent,
-        rel: Released,
-        pred: Prediction | None,
-        selection: Selection | None,
-        fetched_at: float | None = None,
-        *,
-        span: EventSpan,
-    ) -> None:
-        now = self.clock()
-        env = rel.envelope
-        ok = rel.status == "ok" and pred is not None
-        latency = {"end_to_end": round(max(0.0, now - ev.ts) * 1000.0, 3)}
-        if pred is not None:
-            latency["inference"] = round(pred.inference_ms, 3)
-        if fetched_at is not None:
-            latency["in_worker"] = round(max(0.0, now - fetched_at) * 1000.0, 3)
-        context = None
-        if selection is not None:
-            context = {
-                "turn_ids": list(selection.turn_ids),
-                "tokens": selection.tokens_used,
-                "budget": self.selector.budget_tokens,
-            }
-        result = ConversationResult(
-            event_id=ev.event_id,
-            conversation_id=ev.conversation_id,
-            tenant=ev.tenant,
-            status=rel.status,
-            reason=None
-            if rel.status == "ok"
-            else (rel.access.reason if pred is None else "filter"),
-            label=pred.label if ok and pred else None,
-            scores=pred.scores if ok and pred else {},
-            text=rel.text,
-            filter=_filter_summary(rel),
-            policy_version=rel.access.policy_version,
-            model_name=env.model_name,
-            model_version=env.model_version,
-            backend=env.backend,
-            latency_ms=latency,
-            produced_at=now,
-            provenance=env.to_dict(),
-            context=context,
-        )
-        headers = {
-            "inferstream-event-id": ev.event_id.encode(),
-            "content-type": b"application/json",
-        }
-        key = ev.conversation_id.encode()
-        self.metrics.event_out(self.settings.topic_out)
-        self.metrics.observe_e2e(max(0.0, now - ev.ts))
-        with self.tracing.produce_span(self.settings.topic_out, span.ctx, key=key) as produced:
-            headers |= produced.headers  # traceparent: downstream consumers continue the trace
-            await part.send(
-                self.settings.topic_out, key, result.to_json(), headers | env.to_headers()
-            )
-        action = "deny" if rel.status == "denied" else (rel.decision.action if rel.decision else "")
-        if action in ("deny", "block", "mask"):
-            self.metrics.event_out(self.settings.topic_moderation)
-            record = moderation_event(
-                "policy" if action == "deny" else "filter",
-                ev,
-                action=action,
-                reason=result.reason or "masked",
-                policy_version=rel.access.policy_version,
-                provenance_id=env.provenance_id,
-                detectors=_detectors(rel),
-                now=now,
-            )
-            await part.send(self.settings.topic_moderation, key, record, _JSON)
-        await part.send(
-            self.settings.topic_analytics, key, self._analytics(rec, ev, rel, pred, result), _JSON
-        )
-        self.metrics.event_out(self.settings.topic_analytics)
-
-    def _analytics(
-        self,
-        rec: SourceRecord,
-        ev: ConversationEvent,
-        rel: Released,
-        pred: Prediction | None,
-        result: ConversationResult,
-    ) -> bytes:
-        """One compact ``inferstream.analytics/v1`` record per processed event, with its cost:
-        its share of the batch's inference time at its backend's hourly price."""
-        cost = 0.0
-        if pred is not None:
-            cost = self.costs.per_event(pred.inference_ms / 1000.0, pred.batch_size, pred.backend)
-            self.metrics.observe_cost(ev.tenant, pred.backend, cost)
-        version = rel.access.policy_version
-        return analytics_record(
-            event_id=ev.event_id,
-            conversation_id=ev.conversation_id,
-            tenant=ev.tenant,
-            status=rel.status,
-            source_topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            worker=self.worker_id,
-            event_ts=ev.ts,
-            produced_at=result.produced_at,
-            label=result.label,
-            policy="allow" if rel.access.allowed else "deny",
-            policy_reason=None if rel.access.allowed else rel.access.reason,
-            policy_version=int(version) if version.isdigit() else None,
-            filter_action=rel.decision.action if rel.decision else None,
-            model_name=result.model_name,
-            model_version=result.model_version,
-            backend=result.backend,
-            batch_size=pred.batch_size if pred else None,
-            batch_inference_ms=pred.inference_ms if pred else None,
-            latency_ms=result.latency_ms,
-            cost_usd=cost,
-        )
-
-    async def _dead_letter(
-        self, part: Sink, rec: SourceRecord, reason: str, detail: str, event_id: str | None
-    ) -> None:
-        event_id = event_id or peek_event_id(rec.value)
-        log.info("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
-        self.metrics.dead_letter(rec.topic, reason)
-        self.metrics.event_out(self.settings.topic_deadletter)
-        value = dead_letter(
-            rec, reason, detail, worker=self.worker_id, now=self.clock(), event_id=event_id
-        )
-        headers = {"inferstream-reason": reason.encode(), "content-type": b"application/json"}
-        await part.send(
-            self.settings.topic_deadletter,
-            rec.key,
-            value,
-            headers,
-            partition=None if rec.key else part.partition,
-        )
-        if event_id is not None:
-            part.local.get(_INFLIGHT_KEY, set()).discard(event_id)
-
-
-_JSON = {"content-type": b"application/json"}
-
-
-def _filter_summary(rel: Released) -> dict[str, Any] | None:
-    if rel.decision is None:
-        return None
-    full = rel.decision.to_dict()
-    return {"action": full["action"], "spans": full["spans"], "reasons": full["reasons"]}
-
-
-def _detectors(rel: Released) -> list[dict[str, Any]]:
-    if rel.decision is None:
-        return []
-    return [dict(r) for r in rel.decision.to_dict()["reasons"]]

@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from streams.agents.deadletters import DeadLetters
 from streams.engine import Sink
 from streams.records import (
     DOCUMENT_RESULT_SCHEMA,
     DocumentEvent,
     SourceRecord,
-    dead_letter,
     decode_document,
 )
 from streams.settings import Settings
@@ -74,6 +74,7 @@ class DocumentHandler:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.tokenizer = tokenizer or DocumentTokenizer()
         self.clock = clock
+        self.dead_letters = DeadLetters(settings, self.metrics, worker_id, clock)
         self.topics = (settings.topic_documents_in,)
         self.tables: Sequence[ChangelogTable] = ()
 
@@ -130,7 +131,9 @@ class DocumentHandler:
             return
         now = self.clock()
         if isinstance(outcome, Refused) and outcome.status == "dead_letter":
-            await self._dead_letter(part, rec, outcome.code, outcome.detail, outcome.document_id)
+            await self.dead_letters.send(
+                part, rec, outcome.code, outcome.detail, outcome.document_id
+            )
             return
         body: dict[str, Any]
         if isinstance(outcome, Refused):  # denied: a result that says so
@@ -160,21 +163,7 @@ class DocumentHandler:
         )
 
     async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:
-        reason = exc.reason if isinstance(exc, InferstreamError) else "internal_error"
-        await self._dead_letter(part, rec, reason, f"{type(exc).__name__}: {exc}", None)
+        await self.dead_letters.failed(part, rec, exc)
 
     async def sweep(self, part: Sink, now: float) -> None:
         return None
-
-    async def _dead_letter(
-        self, part: Sink, rec: SourceRecord, reason: str, detail: str, document_id: str | None
-    ) -> None:
-        log.info("dead letter %s/%d@%d: %s", rec.topic, rec.partition, rec.offset, reason)
-        self.metrics.dead_letter(rec.topic, reason)
-        self.metrics.event_out(self.settings.topic_deadletter)
-        value = dead_letter(
-            rec, reason, detail, worker=self.worker_id, now=self.clock(), event_id=document_id
-        )
-        headers = {"inferstream-reason": reason.encode(), "content-type": b"application/json"}
-        await part.send(self.settings.topic_deadletter, rec.key, value, headers,
-                        partition=None if rec.key else part.partition)  # fmt: skip
