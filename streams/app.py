@@ -4,6 +4,7 @@ import; every collaborator can be injected (tests pass fakes)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -43,6 +44,8 @@ from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import KafkaTracing, build_tracer_provider
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(RuntimeError):
@@ -208,7 +211,14 @@ def create_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:
-        await ready()  # the policy table has caught up: decisions use current policies
+        while True:  # decisions use current policies: start once the policy table caught up
+            try:
+                await ready()
+                break
+            except TimeoutError:
+                log.warning(
+                    "policy table not caught up after %.0fs; waiting", settings.policy_wait_s
+                )
         try:
             await engine.run()
         finally:

@@ -108,15 +108,9 @@ class WorkerProcess:
         return pid if _alive(pid) else None
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        """Wait for Faust's 'Ready' line (the worker started and joined its group)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise RuntimeError(f"worker exited; see {self.log_path}:\n{self.tail()}")
-            if "Ready" in self.log_path.read_text(errors="replace"):
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"worker not ready in {timeout_s:.0f}s; see {self.log_path}")
+        """Wait until the worker joined its group and restored its partitions' tables (its
+        engine logs "assigned ..."; Faust's own "Ready" comes before that)."""
+        self.wait_log("assigned", timeout_s)
 
     def wait_log(self, text: str, timeout_s: float = 120.0, *, count: int = 1) -> None:
         """Wait until ``text`` appears ``count`` times in the worker's log (e.g. "assigned")."""
