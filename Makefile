@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up from nothing (idempotent, cached) first.
-.PHONY: setup models demo test lint down
+.PHONY: setup models demo test lint down bench
 
 setup:
 	bash deploy/setup.sh
@@ -24,3 +24,7 @@ test: models lint
 
 down:
 	.venv/bin/inferstream down
+
+# Issue 7: end to end vs the model's ceiling and a naive peer (bench/out/; QUICK=1: about 5 min)
+bench: models
+	HF_HUB_OFFLINE=1 .venv/bin/python -m bench.run $(if $(QUICK),--quick) $(BENCH_ARGS)
