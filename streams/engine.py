@@ -39,6 +39,7 @@ from streams.records import SourceRecord
 from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from streams.tables import ChangelogTable, TablePartition
+from workers.errors import OutputTooLarge
 
 log = logging.getLogger(__name__)
 ClientKwargs = Callable[[], Mapping[str, Any]]
@@ -80,8 +81,10 @@ class Partition:
         *,
         transactional: bool,
         tables: Mapping[str, TablePartition],
+        max_output_bytes: int = 1_000_000,
     ) -> None:
         self.tp = tp
+        self.max_output_bytes = max_output_bytes
         self.producer = producer
         self.transactional = transactional
         self.tables = tables
@@ -112,7 +115,16 @@ class Partition:
         partition: int | None = None,
         timestamp: float | None = None,
     ) -> None:
-        """Queue one output record in this partition's open transaction."""
+        """Queue one output record in this partition's open transaction. A record over
+        ``max_output_bytes`` raises ``OutputTooLarge`` here (the handler dead-letters the
+        event): the broker would refuse it, and the transaction must not commit without it."""
+        size = (
+            len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers.items())
+        )
+        if size > self.max_output_bytes:
+            raise OutputTooLarge(
+                f"{size} bytes for {topic} > max_output_bytes {self.max_output_bytes}"
+            )
         await self._begin()
         fut = await self.producer.send(
             topic,
@@ -152,13 +164,15 @@ class Partition:
         if self.finished_offset is None or self.finished_offset == self.committed_offset:
             return
         offsets = {self.tp: self.finished_offset}
+        # every record of the transaction acknowledged first: aiokafka would commit a
+        # transaction even though one of its records was refused
+        await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
         if self.transactional:
             await self._begin()
             await self.producer.send_offsets_to_transaction(offsets, group_id)
             await self.producer.commit_transaction()
             self.in_txn = False
         else:
-            await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
             await consumer.commit(offsets)
         ends: dict[str, int] = {}
         for part, fut in self.changelog_sent:
@@ -245,14 +259,22 @@ class Engine:
             started = time.monotonic()
             try:
                 await self._session()
-            except (KafkaError, EngineReset) as exc:
-                self.stats.resets += 1
-                self.on_reset()
-                log.error("processing session reset after %s: %s", type(exc).__name__, exc)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the worker stops
+                self._reset("a stray cancellation in the session's cleanup")
+            except Exception as exc:  # Kafka errors, EngineReset, anything: rebuild the session
+                self._reset(f"{type(exc).__name__}: {exc}")
             if time.monotonic() - started > 60:
                 delay = 1.0
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    def _reset(self, why: str) -> None:
+        self.stats.resets += 1
+        self.on_reset()
+        log.error("processing session reset after %s", why)
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
@@ -395,7 +417,13 @@ class Engine:
                     self.stats.restored[table.name] = tables[table.name].restored
             finally:
                 await restorer.stop()
-        part = Partition(tp, producer, transactional=self.transactional, tables=tables)
+        part = Partition(
+            tp,
+            producer,
+            transactional=self.transactional,
+            tables=tables,
+            max_output_bytes=self.settings.max_output_bytes,
+        )
         part.task = asyncio.get_running_loop().create_task(self._finisher(part, handler))
         self.parts[tp] = part
 
@@ -403,8 +431,7 @@ class Engine:
         """Stop the finisher at a record boundary; commit (or drop) what it finished."""
         if part.task is not None:
             part.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await part.task
+            await asyncio.wait([part.task])  # its end, not its error; our own cancel propagates
         if part.finishing is not None:  # a record half-way through its sends: let it end
             finishing, part.finishing = part.finishing, None
             try:

@@ -7,6 +7,7 @@ carries a stable reason code (see ``REASONS``) instead of a parser's message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -301,11 +302,18 @@ def dead_letter(
     worker: str,
     now: float,
     event_id: str | None = None,
+    max_original_bytes: int = 262_144,
 ) -> bytes:
-    """A dead-letter record: reason code, detail, source coordinates and the original bytes."""
+    """A dead-letter record: reason code, detail, source coordinates and the original bytes.
+    An original longer than ``max_original_bytes`` keeps its first ``max_original_bytes`` here
+    (``original_truncated``, with its size and SHA-256): the dead letter must fit the topic's
+    record limit, and the whole original stays at its source offset."""
 
     def b64(data: bytes | None) -> str | None:
         return None if data is None else base64.b64encode(data).decode("ascii")
+
+    original = source.value
+    truncated = original is not None and len(original) > max_original_bytes
 
     return orjson.dumps(
         {
@@ -320,7 +328,10 @@ def dead_letter(
                 "timestamp": source.timestamp,
                 "key_b64": b64(source.key),
             },
-            "original_b64": b64(source.value),
+            "original_b64": b64(original[:max_original_bytes] if original else original),
+            "original_size": None if original is None else len(original),
+            "original_sha256": None if original is None else hashlib.sha256(original).hexdigest(),
+            "original_truncated": truncated,
             "worker": worker,
             "failed_at": now,
         }

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(
         1_048_576, ge=1, description="Largest accepted raw event (bytes) before parsing."
     )
+    max_output_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="Largest record the worker produces (the topics' max.message.bytes); a "
+        "larger output dead-letters its event (output_too_large).",
+    )
     max_seq_len: int = Field(256, ge=8, description="Token cap per turn sent to the model.")
     max_batch: int = Field(32, ge=1, description="Most events handed to one model call.")
     max_wait_ms: float = Field(5.0, ge=0, description="Longest wait to fill a batch (ms).")

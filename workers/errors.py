@@ -40,3 +40,10 @@ class InferenceRejected(InferstreamError):
 
     retriable = False
     reason = "inference_rejected"
+
+
+class OutputTooLarge(InferstreamError):
+    """A record the worker would produce is larger than the topic accepts."""
+
+    retriable = False
+    reason = "output_too_large"

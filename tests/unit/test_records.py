@@ -111,3 +111,17 @@ def test_peek_event_id_is_best_effort() -> None:
     assert peek_event_id(event(text=5)) == "e1"
     assert peek_event_id(b"nope") is None
     assert peek_event_id(b'{"event_id": 5}') is None
+
+
+def test_dead_letter_of_a_huge_record_keeps_a_prefix_its_size_and_hash() -> None:
+    import hashlib
+
+    raw = b"x" * 1_000_000
+    src = SourceRecord("conversations.in", 0, 5, b"k", raw, 1.0)
+    out = orjson.loads(dead_letter(src, "event_too_large", "big", worker="w", now=2.0))
+    assert len(base64.b64decode(out["original_b64"])) == 262_144
+    assert out["original_truncated"] is True and out["original_size"] == 1_000_000
+    assert out["original_sha256"] == hashlib.sha256(raw).hexdigest()
+    tiny = SourceRecord("conversations.in", 0, 6, b"k", b"{", 1.0)
+    small = orjson.loads(dead_letter(tiny, "bad_json", "x", worker="w", now=2.0))
+    assert small["original_truncated"] is False and base64.b64decode(small["original_b64"]) == b"{"
