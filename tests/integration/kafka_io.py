@@ -171,7 +171,7 @@ def group_lag(bootstrap: str, group: str, topic: str) -> int | None:
             await consumer._client.force_metadata_update()
             parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
             ends = await consumer.end_offsets(parts)
-            return sum(end - committed.get(tp, 0) for tp, end in ends.items())
+            return int(sum(end - committed.get(tp, 0) for tp, end in ends.items()))
         finally:
             await consumer.stop()
             await admin.close()
