@@ -319,7 +319,7 @@ def test_the_worker_process_runs_on_its_credentials_and_waits_out_a_missing_gran
         cluster.kafka("acl", "worker", "--topic", admin.topic_analytics)
         out = kafka_io.consume(
             admin.bootstrap_servers, [admin.topic_out],
-            until=lambda r: len(r[admin.topic_out]) >= 20, timeout_s=120, settle_s=3,
+            until=lambda r: len(r[admin.topic_out]) >= 20, timeout_s=240, settle_s=3,
             settings=admin,
         )[admin.topic_out]  # fmt: skip
         ids = [r["event_id"] for r in out]
