@@ -397,7 +397,9 @@ class Engine:
         handler = self.handlers[tp.topic]
         if self.transactional:
             producer = self._producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
-            await producer.start()  # InitProducerId: fences the previous owner, aborts its txn
+            # InitProducerId fences the previous owner and aborts its open transaction; bounded:
+            # a partition that cannot be fenced resets the session (and is tried again)
+            await asyncio.wait_for(producer.start(), 60.0)
         else:
             assert self._shared is not None
             producer = self._shared
@@ -451,11 +453,13 @@ class Engine:
             log.warning("commit of %s[%d] at close failed: %s", part.tp.topic, part.partition, exc)
             part.drop_uncommitted()
         finally:
-            if part.transactional:
-                if part.in_txn:
+            if part.transactional:  # bounded: a producer in a failed transaction can hang here;
+                # its open transaction is aborted anyway when the next owner's producer fences it
+                if part.in_txn and commit:
                     with contextlib.suppress(Exception):
-                        await part.producer.abort_transaction()
-                await part.producer.stop()
+                        await asyncio.wait_for(part.producer.abort_transaction(), 5.0)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(part.producer.stop(), 5.0)
             for table in part.tables.values():
                 table.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +199,9 @@ class ChangelogTable:
     def path(self, partition: int) -> Path:
         return self.state_dir / self.name / str(partition)
 
-    async def open(self, partition: int, consumer: AIOKafkaConsumer) -> TablePartition:
+    async def open(
+        self, partition: int, consumer: AIOKafkaConsumer, stall_s: float = 60.0
+    ) -> TablePartition:
         """Open the local store of ``partition`` and replay the changelog into it, using the
         group-less ``consumer`` (read_committed)."""
         path = self.path(partition)
@@ -225,6 +228,7 @@ class ChangelogTable:
             checkpoint = first
         part = TablePartition(self.name, self.changelog, partition, db)
         consumer.seek(tp, checkpoint)
+        progressed = time.monotonic()
         while checkpoint < end:
             batch = WriteBatch(raw_mode=True)
             fetched = await consumer.getmany(tp, timeout_ms=500)
@@ -232,7 +236,15 @@ class ChangelogTable:
                 if rec.key is not None:
                     _put(batch, rec.key, rec.value, rec.timestamp / 1000.0)
                     part.restored += 1
-            checkpoint = await consumer.position(tp)
+            position = await consumer.position(tp)
+            if position > checkpoint:
+                progressed = time.monotonic()
+            elif time.monotonic() - progressed > stall_s:
+                db.close()
+                raise TimeoutError(
+                    f"{self.name}[{partition}] restore stalled at {position} < {end}"
+                )
+            checkpoint = position
             batch.put(_CHECKPOINT, _TS.pack(float(checkpoint)))
             db.write(batch)
         log.info(
