@@ -7,9 +7,12 @@ burst of ``--events`` turns (conversations spanning the burst) is produced with 
 becomes visible on the output topic: end-to-end latency = that arrival - the event's ts (same
 host, same clock), throughput = events / (last arrival - first send). The CPU seconds every
 component spent during the burst (workers, Triton with its python-backend stubs, the brokers,
-this process) come from /proc, so the table also says what one event costs each of them.
+this process) come from /proc, so the table also says what one event costs each of them; the
+JSON also has each partition's first and last result (a partition that starts late waited for
+the worker's other partitions) and the transactions per result (markers on the output topic).
 
     .venv/bin/python -m bench.scaling [--events 3000] [--repeat 1] [--triton HOST:PORT]
+                                      [--only 1 3] [--set INFERSTREAM_MAX_BATCH=64]
 
 On a 2-core host every component shares the same two cores: Kafka, Triton and the workers
 compete, so these figures are a floor, not a per-component capacity; see docs/scaling.md.
@@ -50,6 +53,7 @@ OUT = REPO_ROOT / "bench" / "out" / "scaling.json"
 # three brokers 52192/52194/52196 (controllers +1 each), worker web ports 52300+.
 TRITON_HTTP, KAFKA_1, KAFKA_3, WEB = 52000, 52092, 52192, 52300
 TENANT = "bench"
+ASSIGNED = "[INFO] assigned "  # the engine's log line once its partitions are open
 IDLE_S = 5.0
 QUIET = 0.15  # cores our idle services may use before a burst starts
 TEXTS = (
@@ -125,13 +129,15 @@ def pid_file(path: Path) -> int | None:
 
 @dataclass
 class Components:
-    """Root pids per component; CPU is summed over each root's process tree."""
+    """Root pids per component; CPU is summed over each root's process tree, except for this
+    process ("bench"), whose children are the workers, counted as such."""
 
     roots: dict[str, list[int]] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, float]:
         out = {name: cpu_seconds([p for r in roots for p in tree(r)])
                for name, roots in self.roots.items()}  # fmt: skip
+        out["bench"] = cpu_seconds([os.getpid()])
         out["machine"] = machine_busy()[0]
         return out
 
@@ -255,9 +261,9 @@ def start_workers(layout: Layout, env: dict[str, str]) -> list[local.WorkerProce
         proc.start()
         procs.append(proc)
         proc.wait_ready(240)
-        proc.wait_log("assigned", 240)
+        proc.wait_log(ASSIGNED, 240)
     for i, proc in enumerate(procs):  # every earlier worker saw the rebalance onto the later ones
-        proc.wait_log("assigned", 240, count=len(procs) - i)
+        proc.wait_log(ASSIGNED, 240, count=len(procs) - i)
     return procs
 
 
@@ -384,7 +390,6 @@ def run_layout(
                 "workers": [p for p in (w.pid() for w in procs) if p is not None],
                 "triton": triton_roots,
                 "kafka": kafka_roots,
-                "bench": [os.getpid()],
             }
         )
         idle = quiesce(comps)
@@ -580,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(REPO_ROOT) if args.out.is_absolute() else args.out}")
+    print(f"wrote {args.out}")
     return 0
 
 

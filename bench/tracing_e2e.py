@@ -50,6 +50,10 @@ MODES = {
         "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
         "INFERSTREAM_TRACING_SAMPLE_RATIO": "0.1",
     },
+    "on (1% sampled)": {
+        "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
+        "INFERSTREAM_TRACING_SAMPLE_RATIO": "0.01",
+    },
 }
 
 
@@ -149,7 +153,7 @@ def main() -> None:
                 worker.start()
                 try:
                     worker.wait_ready()
-                    worker.wait_log("assigned")
+                    worker.wait_log(local.ASSIGNED)
                     asyncio.run(burst(settings, 200))  # warm-up: model, tokenizer, caches
                     before = collector.spans
                     seconds, lat = asyncio.run(burst(settings, args.events))

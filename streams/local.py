@@ -21,6 +21,11 @@ KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 TRITON_SCRIPT = REPO_ROOT / "deploy" / "triton" / "triton.sh"
 
 
+# The engine's line once its partitions are assigned and their tables restored (aiokafka logs
+# "Revoking previously assigned partitions" earlier: not a match).
+ASSIGNED = "[INFO] assigned "
+
+
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -110,7 +115,7 @@ class WorkerProcess:
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Wait until the worker joined its group and restored its partitions' tables (its
         engine logs "assigned ..."; Faust's own "Ready" comes before that)."""
-        self.wait_log("assigned", timeout_s)
+        self.wait_log(ASSIGNED, timeout_s)
 
     def wait_log(self, text: str, timeout_s: float = 120.0, *, count: int = 1) -> None:
         """Wait until ``text`` appears ``count`` times in the worker's log (e.g. "assigned")."""

@@ -19,6 +19,7 @@ import tritonclient.grpc as tritongrpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from streams.console import allow_all_policy, publish_policy
+from streams.local import ASSIGNED
 from streams.records import ConversationEvent, DocumentEvent
 from streams.settings import Settings
 from tests.integration import kafka_io
@@ -114,7 +115,7 @@ def test_2000_turns_over_200_conversations_carry_context(start_worker: WorkerFac
 def test_kill_9_mid_stream_then_restart_exactly_once(start_worker: WorkerFactory) -> None:
     worker, settings = start_worker()
     allow(settings)
-    worker.wait_log("assigned")
+    worker.wait_log(ASSIGNED)
     events = dialogue_events(250, 20, "k")
     produce(settings, events)
     outputs(settings, 1500, timeout_s=240, settle_s=0)
@@ -133,8 +134,8 @@ def test_two_workers_one_killed_partitions_move(start_worker: WorkerFactory) -> 
     first, settings = start_worker(INFERSTREAM_STATE_DIR=str(Settings().run_dir / "st-a"))
     allow(settings)
     second, _ = start_worker(INFERSTREAM_STATE_DIR=str(Settings().run_dir / "st-b"))
-    first.wait_log("assigned", count=2)  # the group rebalanced onto both
-    second.wait_log("assigned")
+    first.wait_log(ASSIGNED, count=2)  # the group rebalanced onto both
+    second.wait_log(ASSIGNED)
     events = dialogue_events(200, 20, "m")
     produce(settings, events)
     outputs(settings, 1200, timeout_s=240, settle_s=0)
@@ -144,7 +145,7 @@ def test_two_workers_one_killed_partitions_move(start_worker: WorkerFactory) -> 
     assert len(ids) == len(set(ids)) and set(ids) == {e.event_id for e in events}
     assert check_dialogues(results, settings.context_budget_tokens) == 200 * 19
     log = first.log_path.read_text()
-    assert log.count("assigned") >= 3  # took over the killed worker's partitions
+    assert log.count(ASSIGNED) >= 3  # took over the killed worker's partitions
     # the survivor rebuilt the moved partitions' tables from the changelog (another disk)
     restored = [int(line.split(" restored ")[1].split()[0]) for line in log.splitlines()
                 if "context[" in line and " restored " in line]  # fmt: skip

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from streams.local import ASSIGNED
 from tests.integration.conftest import WorkerFactory
 from tests.integration.test_stateful import (
     allow,
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 def test_five_kill_9_during_5000_events(start_worker: WorkerFactory) -> None:
     worker, settings = start_worker()
     allow(settings)
-    worker.wait_log("assigned")
+    worker.wait_log(ASSIGNED)
     events = dialogue_events(250, 20, "x")
     produce(settings, events)
     rng = random.Random(2026)
