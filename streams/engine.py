@@ -29,7 +29,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -68,6 +67,10 @@ class Sink(Protocol):
     async def put(self, table: str, key: bytes, value: bytes | None, ts: float) -> None: ...
 
     def get(self, table: str, key: bytes) -> bytes | None: ...
+
+    def expired(self, table: str, before: float) -> list[bytes]: ...
+
+    def size(self, table: str) -> int: ...
 
 
 class Partition:
@@ -149,6 +152,13 @@ class Partition:
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.tables[table].get(key)
 
+    def expired(self, table: str, before: float) -> list[bytes]:
+        """Keys of ``table`` whose row is older than ``before`` (for sweeps)."""
+        return self.tables[table].expired(before)
+
+    def size(self, table: str) -> int:
+        return len(self.tables[table])
+
     async def _begin(self) -> None:
         if self.transactional and not self.in_txn:
             await self.producer.begin_transaction()
@@ -217,14 +227,6 @@ class EngineReset(RuntimeError):
     """The session hit a Kafka error and is rebuilt from committed state."""
 
 
-@dataclass
-class Stats:
-    finished: int = 0
-    resets: int = 0
-    paused: int = 0
-    restored: dict[str, int] = field(default_factory=dict)
-
-
 class Engine:
     def __init__(
         self,
@@ -244,7 +246,6 @@ class Engine:
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.parts: dict[TopicPartition, Partition] = {}
         self.pending = 0
-        self.stats = Stats()
         self.ready = asyncio.Event()  # set while partitions are assigned and restored
         self._room = asyncio.Event()
         self._failed: asyncio.Future[None] | None = None
@@ -272,7 +273,6 @@ class Engine:
             delay = min(delay * 2, 30.0)
 
     def _reset(self, why: str) -> None:
-        self.stats.resets += 1
         self.on_reset()
         log.error("processing session reset after %s", why)
 
@@ -352,7 +352,6 @@ class Engine:
     async def _wait_for_room(self, consumer: AIOKafkaConsumer) -> None:
         assignment = list(consumer.assignment())
         consumer.pause(*assignment)
-        self.stats.paused += 1
         self._room.clear()
         try:
             while self.pending >= self.settings.max_pending and not self._fail_done():
@@ -416,7 +415,6 @@ class Engine:
             try:
                 for table in handler.tables:
                     tables[table.name] = await table.open(tp.partition, restorer)
-                    self.stats.restored[table.name] = tables[table.name].restored
             finally:
                 await restorer.stop()
         part = Partition(
@@ -523,7 +521,6 @@ class Engine:
                 part.finishing = None
                 part.finished_offset = rec.offset + 1
                 self.pending -= 1
-                self.stats.finished += 1
                 self._room.set()
                 if time.monotonic() - part.last_commit >= interval:
                     await asyncio.shield(part.commit(self.group_id, consumer))

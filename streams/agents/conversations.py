@@ -332,13 +332,10 @@ class ConversationHandler:
 
     async def sweep(self, part: Sink, now: float) -> None:
         """Drop idle conversations and event ids past the dedupe window (tombstones)."""
-        tables = getattr(part, "tables", {})
         cache: OrderedDict[str, DialogueState] = part.local.setdefault(_CACHE_KEY, OrderedDict())
-        if CONTEXT in tables:
-            for key in tables[CONTEXT].expired(now - self.settings.context_idle_s):
-                cache.pop(key.decode(), None)
-                await part.put(CONTEXT, key, None, now)
-            self.metrics.set_table_size(CONTEXT, len(tables[CONTEXT]))
-        if DEDUPE in tables:
-            for key in tables[DEDUPE].expired(now - self.settings.dedupe_window_s):
-                await part.put(DEDUPE, key, None, now)
+        for key in part.expired(CONTEXT, now - self.settings.context_idle_s):
+            cache.pop(key.decode(), None)
+            await part.put(CONTEXT, key, None, now)
+        self.metrics.set_table_size(CONTEXT, part.size(CONTEXT))
+        for key in part.expired(DEDUPE, now - self.settings.dedupe_window_s):
+            await part.put(DEDUPE, key, None, now)

@@ -82,12 +82,22 @@ class FakeSink:
     ) -> None:
         self.sent.append((topic, key, value, dict(headers)))
 
+    times: dict[tuple[str, bytes], float] = field(default_factory=dict)
+
     async def put(self, table: str, key: bytes, value: bytes | None, ts: float) -> None:
         rows = self.tables.setdefault(table, {})
         if value is None:
             rows.pop(key, None)
+            self.times.pop((table, key), None)
         else:
             rows[key] = value
+            self.times[(table, key)] = ts
+
+    def expired(self, table: str, before: float) -> list[bytes]:
+        return [k for (t, k), ts in self.times.items() if t == table and ts < before]
+
+    def size(self, table: str) -> int:
+        return len(self.tables.get(table, {}))
 
     def get(self, table: str, key: bytes) -> bytes | None:
         return self.tables.get(table, {}).get(key)

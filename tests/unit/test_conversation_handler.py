@@ -174,3 +174,16 @@ async def test_denied_masked_and_audited(tmp_path: Path) -> None:
     audit = sorted(r["action"] for r in results(sink, s.topic_moderation))  # type: ignore[type-var]
     assert audit == ["deny", "mask"]
     assert CONTEXT in sink.tables and DEDUPE in sink.tables
+
+
+async def test_sweep_drops_idle_conversations_and_old_event_ids(tmp_path: Path) -> None:
+    handler = make(FakeInferenceClient(), tmp_path, context_idle_s=100, dedupe_window_s=1000)
+    sink = FakeSink()
+    await run(handler, sink, [turn(1, conv="old"), turn(2, conv="new")])
+    sink.times[(CONTEXT, b"old")] = 0.0  # idle since t=0
+    sink.times[(DEDUPE, b"e1")] = 0.0
+    await handler.sweep(sink, now=500.0)
+    assert set(sink.tables[CONTEXT]) == {b"new"}  # the idle conversation is tombstoned
+    assert set(sink.tables[DEDUPE]) == {b"e1", b"e2"}  # within the window: kept
+    await handler.sweep(sink, now=2000.0)
+    assert b"e1" not in sink.tables[DEDUPE]
