@@ -51,38 +51,58 @@ def consume(
     settings: Settings | None = None,
 ) -> dict[str, list[Any]]:
     """Read `topics` from the beginning (no group) until `until(records)` holds, then keep reading
-    `settle_s` more seconds so that duplicates or extras would be seen too."""
-
-    async def run() -> dict[str, list[Any]]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            **_security(settings),
+    `settle_s` more seconds so that duplicates or extras would be seen too. Records are the
+    decoded JSON values with their key under `_key`."""
+    return asyncio.run(
+        _read(
+            bootstrap,
+            topics,
+            until,
+            timeout_s,
+            settle_s,
+            lambda r: orjson.loads(r.value) | {"_key": r.key},
+            _security(settings),
         )
-        await consumer.start()
-        out: dict[str, list[Any]] = {t: [] for t in topics}
-        try:
-            parts = []
-            for topic in topics:
-                await consumer._client.force_metadata_update()
-                parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            deadline = time.monotonic() + timeout_s
-            settle_until: float | None = None
-            while time.monotonic() < (settle_until or deadline):
-                batch = await consumer.getmany(timeout_ms=300)
-                for tp, records in batch.items():
-                    out[tp.topic] += [orjson.loads(r.value) | {"_key": r.key} for r in records]
-                if settle_until is None and until(out):
-                    settle_until = time.monotonic() + settle_s
-        finally:
-            await consumer.stop()
-        return out
+    )
 
-    return asyncio.run(run())
+
+async def _read(
+    bootstrap: str,
+    topics: list[str],
+    until: Callable[[dict[str, list[Any]]], bool],
+    timeout_s: float,
+    settle_s: float,
+    convert: Callable[[Any], Any],
+    consumer_kwargs: dict[str, Any],
+) -> dict[str, list[Any]]:
+    """The read loop of `consume` and `consume_raw`: read_committed, from the beginning."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        **consumer_kwargs,
+    )
+    await consumer.start()
+    out: dict[str, list[Any]] = {t: [] for t in topics}
+    try:
+        parts = []
+        await consumer._client.force_metadata_update()
+        for topic in topics:
+            parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            batch = await consumer.getmany(timeout_ms=300)
+            for tp, records in batch.items():
+                out[tp.topic] += [convert(r) for r in records]
+            if settle_until is None and until(out):
+                settle_until = time.monotonic() + settle_s
+    finally:
+        await consumer.stop()
+    return out
 
 
 # --- helpers for tests/reliability (PLAINTEXT test broker) ---------------------------------------
@@ -189,38 +209,8 @@ def consume_raw(
 ) -> dict[str, list[Any]]:
     """`consume`, but returns aiokafka's ConsumerRecords (key, value bytes, headers, offsets) and
     takes records of any size (read_committed, from the beginning, no group)."""
-
-    async def run() -> dict[str, list[Any]]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=64 * 1024 * 1024,
-            fetch_max_bytes=128 * 1024 * 1024,
-        )
-        await consumer.start()
-        out: dict[str, list[Any]] = {t: [] for t in topics}
-        try:
-            parts = []
-            await consumer._client.force_metadata_update()
-            for topic in topics:
-                parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            deadline = time.monotonic() + timeout_s
-            settle_until: float | None = None
-            while time.monotonic() < (settle_until or deadline):
-                batch = await consumer.getmany(timeout_ms=300)
-                for tp, records in batch.items():
-                    out[tp.topic] += records
-                if settle_until is None and until(out):
-                    settle_until = time.monotonic() + settle_s
-        finally:
-            await consumer.stop()
-        return out
-
-    return asyncio.run(run())
+    big = {"max_partition_fetch_bytes": 64 * 1024 * 1024, "fetch_max_bytes": 128 * 1024 * 1024}
+    return asyncio.run(_read(bootstrap, topics, until, timeout_s, settle_s, lambda r: r, big))
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
