@@ -29,7 +29,7 @@ from streams.tables import ChangelogTable
 from workers.documents import DocumentTokenizer, SpanTokenizer, extract_entities
 from workers.errors import InferstreamError, InvalidEvent
 from workers.governance import Governor
-from workers.inference.classifier import TurnClassifier
+from workers.inference.classifier import Prediction, TurnClassifier
 from workers.inference.entities import Entity
 from workers.telemetry.metrics import Metrics
 
@@ -94,15 +94,12 @@ class DocumentHandler:
                 return Refused(access.reason, "denied by policy", doc.document_id, "denied")
         info = await self.classifier.model_info()
         seq_len = min(self.settings.max_seq_len, info.max_seq_len)
-        seen: dict[str, str] = {}
+        served: list[Prediction] = []  # the chunks' predictions: their count and route
         start = time.perf_counter()
 
         async def recognise(texts: list[str]) -> list[tuple[Entity, ...]]:
             predictions = await self.classifier.classify(texts)
-            seen["chunks"] = str(len(texts))
-            if predictions:
-                seen.update(backend=predictions[0].backend, model=predictions[0].model_name,
-                            version=predictions[0].model_version)  # fmt: skip
+            served.extend(predictions)
             return [p.entities for p in predictions]
 
         try:
@@ -115,13 +112,14 @@ class DocumentHandler:
             )
         except InferstreamError as exc:
             return Refused(exc.reason, exc.detail, doc.document_id)
+        first = served[0] if served else None
         return Extracted(
             doc,
             entities,
-            int(seen.get("chunks", "0")),
-            seen.get("backend", info.backend),
-            seen.get("model", info.name),
-            seen.get("version", info.version),
+            len(served),
+            first.backend if first else info.backend,
+            first.model_name if first else info.name,
+            first.model_version if first else info.version,
             time.perf_counter() - start,
         )
 
