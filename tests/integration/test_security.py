@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -228,8 +229,8 @@ def test_worker_is_refused_outside_its_grants(cluster: SecureCluster) -> None:
 @pytest.mark.parametrize(
     ("how", "reason"),
     [
-        ("no credentials, plain TCP", "closed"),
-        ("TLS but no SASL login", "closed"),
+        ("no credentials, plain TCP", "closed|broken"),
+        ("TLS but no SASL login", "closed|broken"),
         ("wrong password", "SaslAuthenticationFailed"),
         ("unknown user", "SaslAuthenticationFailed"),
         ("broker certificate not trusted", "CERTIFICATE_VERIFY_FAILED"),
@@ -252,12 +253,14 @@ def test_clients_without_valid_credentials_are_refused(
         "unknown user": worker.model_copy(update={"kafka_sasl_username": "mallory"}),
         "broker certificate not trusted": worker.model_copy(update={"kafka_ssl_cafile": None}),
     }[how]
-    caplog.set_level(logging.ERROR, logger="aiokafka")
+    # the refusal is an ERROR when the broker drops the connection during the handshake, and a
+    # WARNING when it drops it at the first request after ApiVersions (a race on the broker side)
+    caplog.set_level(logging.WARNING, logger="aiokafka")
     start = time.monotonic()
     with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
         kafka_io.produce(bootstrap, f"{GRANTED}{uid()}", records(1), settings=client)
     assert time.monotonic() - start < REFUSAL_S
-    assert reason in caplog.text
+    assert re.search(reason, caplog.text), caplog.text
 
 
 def test_the_worker_process_runs_on_its_credentials_and_waits_out_a_missing_grant(
