@@ -164,6 +164,13 @@ class Partition:
             await self.producer.begin_transaction()
             self.in_txn = True
 
+    @property
+    def uncommitted(self) -> bool:
+        """Finished records (or a sweep's table changes) wait for a commit."""
+        return (
+            self.finished_offset is not None and self.finished_offset != self.committed_offset
+        ) or self.in_txn
+
     async def commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
         """Commit the finished records: outputs, table changes and the input offset together.
         Serialised: a commit cancelled from outside (shielded) still ends before the next."""
@@ -171,18 +178,22 @@ class Partition:
             await self._commit(group_id, consumer)
 
     async def _commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
-        if self.finished_offset is None or self.finished_offset == self.committed_offset:
+        if not self.uncommitted:
             return
+        new_offset = self.finished_offset is not None and (
+            self.finished_offset != self.committed_offset
+        )
         offsets = {self.tp: self.finished_offset}
         # every record of the transaction acknowledged first: aiokafka would commit a
         # transaction even though one of its records was refused
         await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
-        if self.transactional:
+        if self.transactional:  # a sweep's tombstones alone make a transaction without offsets
             await self._begin()
-            await self.producer.send_offsets_to_transaction(offsets, group_id)
+            if new_offset:
+                await self.producer.send_offsets_to_transaction(offsets, group_id)
             await self.producer.commit_transaction()
             self.in_txn = False
-        else:
+        elif new_offset:
             await consumer.commit(offsets)
         ends: dict[str, int] = {}
         for part, fut in self.changelog_sent:
@@ -492,17 +503,26 @@ class Engine:
     # --- finishing ---------------------------------------------------------------------------
     async def _finisher(self, part: Partition, handler: Handler) -> None:
         interval = self.settings.commit_interval_ms / 1000.0
+        idle_gap = min(self.settings.commit_idle_gap_ms / 1000.0, interval)
         consumer = self._require_consumer()
         last_sweep = time.monotonic()
         try:
             while True:
                 if part.queue.empty():
-                    await asyncio.shield(part.commit(self.group_id, consumer))
-                    if time.monotonic() - last_sweep >= self.sweep_interval_s:
+                    # idle: commit now, unless the last commit was under idle_gap ago; then
+                    # wait for more work until the gap is over (it joins this transaction)
+                    wait = interval * 5
+                    if part.uncommitted:
+                        wait = part.last_commit + idle_gap - time.monotonic()
+                        if wait <= 0:
+                            await asyncio.shield(part.commit(self.group_id, consumer))
+                            continue
+                    elif time.monotonic() - last_sweep >= self.sweep_interval_s:
                         last_sweep = time.monotonic()
                         await handler.sweep(part, time.time())
+                        continue
                     try:
-                        rec, prepared = await asyncio.wait_for(part.queue.get(), interval * 5)
+                        rec, prepared = await asyncio.wait_for(part.queue.get(), wait)
                     except TimeoutError:
                         continue
                 else:

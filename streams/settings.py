@@ -131,7 +131,15 @@ class Settings(BaseSettings):
         "transaction per input partition.",
     )
     commit_interval_ms: float = Field(
-        100.0, gt=0, description="How often finished work is committed (ms)."
+        100.0, gt=0, description="How often finished work is committed while busy (ms)."
+    )
+    commit_idle_gap_ms: float = Field(
+        20.0,
+        ge=0,
+        description="A partition that runs out of work commits at once, but no sooner than this "
+        "after its previous commit (ms): at low rates each commit is one Kafka transaction "
+        "(several broker writes), so this bounds the transactions per partition to 1000/gap "
+        "per second; 0 = commit on every idle moment.",
     )
     dedupe_window_s: float = Field(
         7 * 86400.0, gt=0, description="How long an event id is remembered for de-duplication."
