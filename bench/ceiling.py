@@ -49,7 +49,15 @@ def served_properties(config: Path) -> dict[str, Any]:
         props["NUM_STREAMS"] = int(params["num_streams"])
     if int(params.get("num_threads", "0") or 0) > 0:
         props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
+    if params.get("cpu_pinning"):
+        props["ENABLE_CPU_PINNING"] = params["cpu_pinning"].lower() == "true"
     return props
+
+
+def served_instances(config: Path) -> int:
+    """How many instances of the model Triton runs (instance_group count; 1 when unset)."""
+    found = re.search(r"instance_group\s*\[\s*{[^}]*count:\s*(\d+)", config.read_text())
+    return int(found.group(1)) if found else 1
 
 
 def encoded(length: int, count: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -62,35 +70,65 @@ def encoded(length: int, count: int) -> tuple[np.ndarray[Any, Any], np.ndarray[A
     return np.tile(ids, (reps, 1))[:count], np.tile(mask, (reps, 1))[:count]
 
 
+def _infer_loop(
+    request: Any, inputs: dict[str, Any], seconds: float, barrier: Any, times: list[float]
+) -> None:
+    barrier.wait()
+    begin = time.perf_counter()
+    while time.perf_counter() - begin < seconds or len(times) < 3:
+        t = time.perf_counter()
+        request.infer(inputs)
+        times.append(time.perf_counter() - t)
+
+
 def inprocess(lengths: list[int], batches: list[int], seconds: float) -> list[dict[str, Any]]:
+    """Sequences/s of the served configuration: as many requests in parallel as Triton runs
+    instances (one Python thread each; OpenVINO releases the GIL while it infers)."""
+    import threading
+
     import openvino as ov
 
     vdir = model_dir(REPO_ROOT / "model_repo")
     props = served_properties(vdir.parent / "config.pbtxt")
-    compiled = ov.Core().compile_model(str(vdir / "model.xml"), "CPU", props)
-    request = compiled.create_infer_request()
+    instances = served_instances(vdir.parent / "config.pbtxt")
+    core = ov.Core()  # one compiled model per instance, as each Triton instance compiles its own
+    requests = [
+        core.compile_model(str(vdir / "model.xml"), "CPU", props).create_infer_request()
+        for _ in range(instances)
+    ]
     rows = []
     for length in lengths:
         for batch in batches:
             ids, mask = encoded(length, batch)
-            request.infer({"input_ids": ids, "attention_mask": mask})  # warm-up
-            times: list[float] = []
+            inputs = {"input_ids": ids, "attention_mask": mask}
+            for request in requests:
+                request.infer(inputs)  # warm-up
+            times: list[list[float]] = [[] for _ in requests]
+            barrier = threading.Barrier(len(requests))
+            threads = [
+                threading.Thread(target=_infer_loop, args=(r, inputs, seconds, barrier, t))
+                for r, t in zip(requests, times, strict=True)
+            ]
             begin = time.perf_counter()
-            while time.perf_counter() - begin < seconds or len(times) < 3:
-                t = time.perf_counter()
-                request.infer({"input_ids": ids, "attention_mask": mask})
-                times.append(time.perf_counter() - t)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - begin
+            calls = [t for mine in times for t in mine]
             rows.append(
                 {
                     "length": length,
                     "batch": batch,
-                    "seq_per_s": round(batch * len(times) / sum(times), 1),
-                    "p50_ms": round(1000 * float(np.median(times)), 2),
-                    "calls": len(times),
+                    "instances": instances,
+                    "seq_per_s": round(batch * len(calls) / wall, 1),
+                    "p50_ms": round(1000 * float(np.median(calls)), 2),
+                    "calls": len(calls),
                 }
             )
             print(
-                f"  in-process L={length} B={batch}: {rows[-1]['seq_per_s']} seq/s", file=sys.stderr
+                f"  in-process L={length} B={batch} x{instances}: {rows[-1]['seq_per_s']} seq/s",
+                file=sys.stderr,
             )
     return rows
 

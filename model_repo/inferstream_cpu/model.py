@@ -107,6 +107,8 @@ class TritonPythonModel:
             props["NUM_STREAMS"] = int(params["num_streams"])
         if int(params.get("num_threads", "0") or 0) > 0:
             props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
+        if params.get("cpu_pinning"):  # "false" with several instances: each would pin core 0
+            props["ENABLE_CPU_PINNING"] = params["cpu_pinning"].lower() == "true"
         self.compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", props)
         self.request = self.compiled.create_infer_request()
         if pb_utils is not None and hasattr(pb_utils, "Logger"):
