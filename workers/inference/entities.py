@@ -39,24 +39,27 @@ def decode_bio(
     logits = token_logits[:n].astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    best = probs.argmax(axis=1)
+    best_idx = probs.argmax(axis=1)
+    # plain Python numbers from here: the loop below runs per token, numpy scalars are slow
+    best: list[int] = best_idx.tolist()
+    top: list[float] = probs[np.arange(n), best_idx].tolist()
     entities: list[Entity] = []
     current: tuple[str, int, int, list[float]] | None = None
 
     def close() -> None:
         if current is not None:
             kind, start, end, scores = current
-            entities.append(Entity(kind, start, end, float(np.mean(scores))))
+            entities.append(Entity(kind, start, end, sum(scores) / len(scores)))
 
     for i in range(n):
         start, end = offsets[i]
-        tag = labels[int(best[i])]
+        tag = labels[best[i]]
         if start == end or tag == "O":  # special token, or outside any entity
             close()
             current = None
             continue
         prefix, _, kind = tag.partition("-")
-        score = float(probs[i, best[i]])
+        score = top[i]
         if prefix == "I" and current is not None and current[0] == kind:
             current = (kind, current[1], end, [*current[3], score])
         else:
