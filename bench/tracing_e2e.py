@@ -1,13 +1,18 @@
 """Tracing on versus off, end to end on a live worker: throughput of a flat-out burst through the
 real Kafka broker, the real worker and the real Triton, with tracing off, on for every event
-(OTLP/gRPC to a collector), and on with 10% sampling. Runs are interleaved (off, on, sampled,
-off, ...) so drift on a shared machine hits every mode alike; the median of each is reported.
+(OTLP/gRPC to a collector), and on with 10% and 1% sampling. Runs are interleaved (off, on,
+sampled, off, ...) so drift hits every mode alike; the median of each is reported.
 
     .venv/bin/python -m bench.tracing_e2e [--events 3000] [--repeat 3] [--port-base 60000]
 
-The collector is an OTLP/gRPC TraceService in this process that counts spans and drops them
-(what a Collector's receiver does before its pipeline). Prints a table and writes
-bench/out/tracing_e2e.json. The issue's target: tracing on costs under 5% of throughput.
+Besides throughput it reports the CPU each part spent per event (from /proc: the worker, Triton,
+Kafka, the collector): on this 2-core machine everything is CPU-bound, so the worker's extra CPU
+per event is what tracing costs inferstream, and the collector's is what the spans cost whoever
+receives them (a separate machine or sidecar in production, the same 2 cores here).
+
+The collector is an OTLP/gRPC TraceService in its own process (``--collector PORT``) that counts
+spans and drops them (what a Collector's receiver does before its pipeline). Prints a table and
+writes bench/out/tracing_e2e.json. The issue's target: tracing on costs under 5% of throughput.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +35,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from bench.cpu import _processes, _tree
 from bench.stack import settings_from_env
 from streams import local
 from streams.admin import ensure_topics, topic_partitions
@@ -105,12 +113,53 @@ async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
     return last - start, latencies
 
 
+def serve_collector(port: int, count_file: Path) -> None:
+    """The collector process: counts spans, writes the running count to ``count_file``."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    collector = Collector()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    while True:
+        staging = count_file.with_suffix(".tmp")
+        staging.write_text(str(collector.spans))
+        staging.replace(count_file)  # atomic: a reader never sees a half-written count
+        time.sleep(0.2)
+
+
+def _spans(count_file: Path) -> int:
+    try:
+        return int(count_file.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _cpu(pids: dict[str, int | None]) -> dict[str, float]:
+    procs = _processes()
+    return {name: _tree(pid, procs) for name, pid in pids.items() if pid is not None}
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--no-warm-up", dest="warm_up", action="store_false", help="skip the unrecorded first run"
+    )
     ap.add_argument("--port-base", type=int, default=60000)
+    ap.add_argument("--collector", type=int, help=argparse.SUPPRESS)  # the collector process
+    ap.add_argument("--count-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.collector:
+        serve_collector(args.collector, args.count_file)
+        return
     base = args.port_base
     run_dir = REPO_ROOT / ".run" / f"bench-tracing-{base}"
     ports = {
@@ -125,70 +174,125 @@ def main() -> None:
     keys = run_dir / "keys"
     if not keys.exists():
         generate_key_file(keys, "bench-k1")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    collector = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
-    otlp_port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    otlp_port = base + 317
+    run_dir.mkdir(parents=True, exist_ok=True)
+    count_file = run_dir / "collector.spans"
+    count_file.unlink(missing_ok=True)
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "bench.tracing_e2e", "--collector", str(otlp_port),
+         "--count-file", str(count_file)],
+        cwd=REPO_ROOT,
+    )  # fmt: skip
     local.kafka(services, "start", "--clean")
     local.triton(services, "start")
+    others = {
+        "triton": _pid(run_dir / f"triton-{base + 1}" / "triton.pid"),
+        "kafka": _pid(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
+        "collector": collector.pid,
+    }
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     try:
+        names = list(MODES)
+        # a first, unrecorded run warms the broker's JIT, Triton and the page cache; then each
+        # round starts with a different mode, so no mode always meets the coldest machine
+        schedule = [(-1, "off")] if args.warm_up else []
         for r in range(args.repeat):
-            for mode, extra in MODES.items():
-                uid = uuid.uuid4().hex[:8]
-                env = dict(os.environ) | ports | extra | {
-                    "INFERSTREAM_APP_ID": f"tr-{uid}",
-                    "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
-                    "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
-                    "INFERSTREAM_TOPIC_POLICIES": f"tr-{uid}.policies",
-                    "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
-                    "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
-                    "HF_HUB_OFFLINE": "1",
-                }  # fmt: skip
-                settings = settings_from_env(env)
-                asyncio.run(ensure_topics(settings))
-                asyncio.run(publish_policy(settings, "bench", allow_all_policy("bench", 1)))
-                worker = local.WorkerProcess(settings, env, name=f"tracing-{uid}")
-                worker.start()
-                try:
-                    worker.wait_ready()
-                    worker.wait_log(local.ASSIGNED)
-                    asyncio.run(burst(settings, 200))  # warm-up: model, tokenizer, caches
-                    before = collector.spans
-                    seconds, lat = asyncio.run(burst(settings, args.events))
-                    time.sleep(6)  # the batch span processor exports every 5 s
-                    spans = collector.spans - before
-                finally:
-                    worker.stop()
-                lat.sort()
-                row = {
-                    "events_per_s": args.events / seconds,
-                    "p50_ms": lat[len(lat) // 2],
-                    "p99_ms": lat[int(len(lat) * 0.99) - 1],
-                    "spans_per_event": spans / args.events,
-                }
-                rows[mode].append(row)
-                print(
-                    f"run {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
-                    f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}"
+            shift = r % len(names)
+            schedule += [(r, m) for m in names[shift:] + names[:shift]]
+        for r, mode in schedule:
+            extra = MODES[mode]
+            uid = uuid.uuid4().hex[:8]
+            env = dict(os.environ) | ports | extra | {
+                "INFERSTREAM_APP_ID": f"tr-{uid}",
+                "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
+                "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
+                "INFERSTREAM_TOPIC_POLICIES": f"tr-{uid}.policies",
+                "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
+                "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+                "HF_HUB_OFFLINE": "1",
+            }  # fmt: skip
+            settings = settings_from_env(env)
+            asyncio.run(ensure_topics(settings))
+            asyncio.run(publish_policy(settings, "bench", allow_all_policy("bench", 1)))
+            worker = local.WorkerProcess(settings, env, name=f"tracing-{uid}")
+            worker.start()
+            try:
+                worker.wait_ready()
+                worker.wait_log(local.ASSIGNED)
+                asyncio.run(burst(settings, 200))  # warm-up: model, tokenizer, caches
+                time.sleep(6)  # the warm-up's spans exported (every 5 s) before counting
+                pids = others | {"worker": worker.pid()}
+                before, cpu0 = _spans(count_file), _cpu(pids)
+                seconds, lat = asyncio.run(burst(settings, args.events))
+                time.sleep(6)  # the batch span processor exports every 5 s
+                spans, cpu1 = _spans(count_file) - before, _cpu(pids)
+            finally:
+                worker.stop()
+            lat.sort()
+            row = {
+                "events_per_s": args.events / seconds,
+                "p50_ms": lat[len(lat) // 2],
+                "p99_ms": lat[int(len(lat) * 0.99) - 1],
+                "spans_per_event": spans / args.events,
+            } | {
+                f"cpu_ms_per_event.{k}": 1000 * (cpu1[k] - cpu0[k]) / args.events
+                for k in cpu1
+                if k in cpu0
+            }
+            if r < 0:
+                print(f"warm-up ({mode}): {row['events_per_s']:.1f} ev/s, not counted")
+                continue
+            rows[mode].append(row)
+            print(
+                f"run {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
+                f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
+                + "  ".join(
+                    f"{k.split('.')[1]} {v:.2f}" for k, v in row.items() if k.startswith("cpu_ms")
                 )
+                + " (CPU ms/event)"
+            )
     finally:
         local.triton(services, "stop")
         local.kafka(services, "stop")
-        server.stop(0)
-    summary = {}
+        collector.terminate()
+        collector.wait(10)
+    summary: dict[str, dict[str, Any]] = {}
     off = statistics.median(r["events_per_s"] for r in rows["off"])
-    print(f"\n{'mode':20s} {'events/s':>9s} {'vs off':>8s} {'p50 ms':>8s} {'p99 ms':>8s} spans/ev")
+    off_cpu = {k: statistics.median(r.get(k, 0.0) for r in rows["off"]) for k in rows["off"][0]}
+    off_total = sum(v for k, v in off_cpu.items() if k.startswith("cpu_ms"))
+    print(
+        f"\n{'mode':20s} {'events/s':>9s} {'vs off':>8s} {'p50 ms':>8s} {'p99 ms':>8s} "
+        f"{'spans/ev':>8s} {'worker CPU ms/ev':>17s} {'collector':>9s} {'all CPU vs off':>15s}"
+    )
     for mode, runs in rows.items():
         tput = statistics.median(r["events_per_s"] for r in runs)
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        summary[mode] = med | {"cost_vs_off": 1.0 - tput / off, "runs": runs}
+        med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+        total = sum(v for k, v in med.items() if k.startswith("cpu_ms"))
+        worker_ms = med.get("cpu_ms_per_event.worker", 0.0)
+        added = worker_ms - off_cpu.get("cpu_ms_per_event.worker", 0.0)
+        summary[mode] = med | {
+            "cost_vs_off": 1.0 - tput / off,
+            "worker_cpu_extra_ms": added,
+            "worker_cpu_extra_of_all_cpu": added / off_total if off_total else None,
+            "runs": runs,
+        }
         print(f"{mode:20s} {tput:9.1f} {(tput / off - 1) * 100:+7.1f}% {med['p50_ms']:8.1f} "
-              f"{med['p99_ms']:8.1f} {med['spans_per_event']:6.2f}")  # fmt: skip
+              f"{med['p99_ms']:8.1f} {med['spans_per_event']:8.2f} "
+              f"{worker_ms:8.2f} ({added:+.2f}) {med.get('cpu_ms_per_event.collector', 0):9.2f} "
+              f"{(total / off_total - 1) * 100 if off_total else 0:+14.1f}%")  # fmt: skip
+    print(
+        "\nworker CPU ms/ev: what one event costs the worker process; (+x): tracing's share, "
+        "against the whole pipeline's CPU per event with tracing off: "
+        + ", ".join(
+            f"{m} {100 * v['worker_cpu_extra_of_all_cpu']:+.1f}%"
+            for m, v in summary.items()
+            if v["worker_cpu_extra_of_all_cpu"] is not None
+        )
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     path = Path(OUT / "tracing_e2e.json")
-    path.write_text(json.dumps({"events": args.events, "repeat": args.repeat, "modes": summary},
+    path.write_text(json.dumps({"events": args.events, "repeat": args.repeat,
+                                "cpu_ms_per_event_off": off_cpu, "modes": summary},
                                indent=2))  # fmt: skip
     print(f"\nwrote {path}")
 
