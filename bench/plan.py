@@ -36,7 +36,7 @@ class Plan:
     def quick() -> Plan:
         return Plan(
             mode="quick",
-            warmup_n=150,
+            warmup_n=600,  # a fresh broker JVM spends its first minute compiling
             flat_s=6.0,
             flat_window=64,
             rate_s=6.0,
@@ -63,7 +63,7 @@ class Plan:
         batches, waits = (1, 8, 32, 64), (1.0, 5.0, 20.0)
         return Plan(
             mode="full",
-            warmup_n=400,
+            warmup_n=1500,
             flat_s=25.0,
             flat_window=64,
             rate_s=25.0,

@@ -1,0 +1,87 @@
+"""What one Kafka transaction costs the broker: a loop of transactions shaped like the worker's
+(``--partitions`` records, one per output partition, plus the input offset), one after the other,
+against the benchmark's broker (started on its port if none is listening, and then stopped).
+
+    .venv/bin/python -m bench.kafka_txn [--transactions 600] [--partitions 5] [--rounds 3]
+
+Prints, per round, transactions/s and the broker's CPU milliseconds per transaction (from /proc),
+next to the same records sent and acknowledged without a transaction. The first round runs on a
+JVM that is still compiling; later rounds show the warm figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.cpu import _processes, _tree, pid_file
+from bench.stack import Ports, Services
+
+
+async def _round(
+    bootstrap: str, kafka_pid: int, n: int, parts: int, txn: bool
+) -> tuple[float, float]:
+    run = uuid.uuid4().hex[:8]
+    topics = [f"txn-{run}.{i}" for i in range(parts)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, 1, 1) for t in [*topics, f"txn-{run}.in"]])
+    finally:
+        await admin.close()
+    extra = {"transactional_id": f"txn-{run}"} if txn else {}
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2, **extra
+    )
+    await producer.start()
+    try:
+        cpu0, t0 = _tree(kafka_pid, _processes()), time.monotonic()
+        for i in range(n):
+            if txn:
+                await producer.begin_transaction()
+            sent = [await producer.send(t, b"x" * 300, key=b"k") for t in topics]
+            await asyncio.gather(*sent)
+            if txn:
+                offsets = {TopicPartition(f"txn-{run}.in", 0): i + 1}
+                await producer.send_offsets_to_transaction(offsets, f"txn-{run}")
+                await producer.commit_transaction()
+        wall = time.monotonic() - t0
+        cpu = _tree(kafka_pid, _processes()) - cpu0
+    finally:
+        await producer.stop()
+    return n / wall, 1000 * cpu / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--transactions", type=int, default=600)
+    ap.add_argument("--partitions", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    ports = Ports()
+    services = Services(ports)
+    services.start()
+    try:
+        pid = pid_file(ports.kafka_pid_file)()
+        if pid is None:
+            raise SystemExit(f"no Kafka pid in {ports.kafka_pid_file}")
+        bootstrap = services.settings.bootstrap_servers
+        print(f"{args.partitions} records (one per partition) per unit, {args.transactions} units")
+        for r in range(1, args.rounds + 1):
+            for txn in (True, False):
+                rate, cpu = asyncio.run(
+                    _round(bootstrap, pid, args.transactions, args.partitions, txn)
+                )
+                what = "transaction + offsets" if txn else "plain idempotent sends"
+                print(f"round {r}  {what:24s} {rate:7.1f} /s  broker {cpu:6.2f} CPU ms each")
+    finally:
+        services.stop()
+
+
+if __name__ == "__main__":
+    main()
