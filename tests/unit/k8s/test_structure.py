@@ -26,7 +26,7 @@ from tests.unit.k8s.manifests import (
 
 Rendered = dict[str, list[Obj]]
 # In settings.env ahead of its field in streams/settings.py (pydantic ignores it until then).
-PENDING_SETTINGS = {"INFERSTREAM_WEB_HOST"}
+PENDING_SETTINGS: set[str] = set()
 TOPICS = {
     "conversations.in",
     "conversations.out",
@@ -122,6 +122,8 @@ def test_settings_are_real_fields_with_valid_values(
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
     assert settings.tracing_exporter == "otlp-grpc"
+    assert settings.tracing_sample_ratio == 0.1
+    assert settings.web_host == "0.0.0.0"
     assert settings.gpu_model_name == ("" if overlay == "cpu-only" else "inferstream_gpu")
 
 
