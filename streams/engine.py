@@ -262,6 +262,7 @@ class Engine:
         self._failed: asyncio.Future[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._shared: AIOKafkaProducer | None = None
+        self._turn = 0  # rotates which partition fetch_fair serves first
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -338,7 +339,8 @@ class Engine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.ready.wait(), 0.5)
                 continue
-            batch = await consumer.getmany(timeout_ms=100, max_records=room)
+            batch = await fetch_fair(consumer, room, self._turn)
+            self._turn += 1
             for tp, records in batch.items():
                 part = self.parts.get(tp)
                 if part is None:  # not (or no longer) ours to process: fetch it again later
@@ -420,6 +422,9 @@ class Engine:
                 group_id=None,
                 enable_auto_commit=False,
                 isolation_level="read_committed",
+                # a restore ends with fetches that return nothing but a transaction marker (the
+                # position moves past it only then): don't let each wait the default 500 ms
+                fetch_max_wait_ms=20,
                 **self.client_kwargs(),
             )
             await restorer.start()
@@ -562,6 +567,38 @@ class Engine:
         except Exception as exc:  # a bug must not stop the partition: dead-letter the record
             log.exception("finishing %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
             await handler.fail(rec, exc, part)
+
+
+async def fetch_fair(
+    consumer: AIOKafkaConsumer, room: int, turn: int = 0, wait_ms: int = 100
+) -> dict[TopicPartition, list[Any]]:
+    """Up to ``room`` fetched records, at most an equal share of it from each assigned partition.
+
+    aiokafka's ``getmany(max_records=n)`` drains its buffer partition by partition: with a
+    backlog, one partition's whole fetch (up to ``max_partition_fetch_bytes``, thousands of
+    events) would go ahead of every other partition's. Here the first call waits up to
+    ``wait_ms`` for any records (one share), then each other partition, starting at a rotating
+    ``turn``, gets its share of what is already buffered (no wait)."""
+    parts = sorted(consumer.assignment())
+    if len(parts) <= 1:
+        return dict(await consumer.getmany(timeout_ms=wait_ms, max_records=room))
+    share = max(1, room // len(parts))
+    out: dict[TopicPartition, list[Any]] = {
+        tp: list(records)
+        for tp, records in (await consumer.getmany(timeout_ms=wait_ms, max_records=share)).items()
+    }
+    got = sum(len(records) for records in out.values())
+    start = turn % len(parts)
+    for tp in parts[start:] + parts[:start]:
+        if got >= room:
+            break
+        if tp in out or tp not in consumer.assignment():  # served, or revoked meanwhile
+            continue
+        more = await consumer.getmany(tp, timeout_ms=0, max_records=min(share, room - got))
+        for key, records in more.items():
+            out.setdefault(key, []).extend(records)
+            got += len(records)
+    return out
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
