@@ -1,8 +1,9 @@
 """Build cache key, artifact manifests and the install into a Triton version folder.
 
 The key covers everything that changes the artifacts: the modeling sources, the tracked
-``model.py`` and ``config.pbtxt``, the weights (size + mtime) and tokenizer/config files
-(content), and the versions of torch, openvino, transformers and onnx.
+``model.py`` and ``config.pbtxt``, the weights and tokenizer/config files (by content: a fresh
+install of the same wheel, with new mtimes, keeps its key), and the versions of torch, openvino,
+transformers and onnx.
 """
 
 from __future__ import annotations
@@ -41,14 +42,25 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def _weights_sha256(path: Path) -> str:
+    """Content hash of a weights file (~0.3 s per 100 MB), computed once per process."""
+    st = path.stat()
+    seen = (str(path), st.st_size, st.st_mtime_ns)
+    if seen not in _HASHED:
+        _HASHED[seen] = _sha256_file(path)
+    return _HASHED[seen]
+
+
 def _model_dir_fingerprint(model_dir: Path) -> dict[str, str]:
-    """Weights by size+mtime (cheap); the small config/tokenizer files by content."""
+    """Weights and the small config/tokenizer files, by content."""
     out = {}
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
         if path.suffix in _WEIGHT_SUFFIXES:
-            st = path.stat()
-            out[rel] = f"size={st.st_size},mtime_ns={st.st_mtime_ns}"
+            out[rel] = _weights_sha256(path)
         elif path.suffix in (".json", ".txt"):
             out[rel] = _sha256_file(path)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from workers.modeling import cache
@@ -37,3 +39,16 @@ def test_key_changes_with_training_config(tmp_path: Path) -> None:
     model_dir = _model_dir(tmp_path)
     a = cache.compute_cache_key({}, model_dir, {}, {"steps": 1})[0]
     assert a != cache.compute_cache_key({}, model_dir, {}, {"steps": 2})[0]
+
+
+def test_key_follows_the_weights_content_not_their_install_time(tmp_path: Path) -> None:
+    """A fresh .venv installs the same encoder with new mtimes: same key, no retraining."""
+    model_dir = _model_dir(tmp_path)
+    first = cache.compute_cache_key({}, model_dir, {}, {})[0]
+    again = tmp_path / "reinstalled"
+    shutil.copytree(model_dir, again)
+    weights = again / "model.safetensors"
+    os.utime(weights, ns=(10**18, 10**18))
+    assert cache.compute_cache_key({}, again, {}, {})[0] == first
+    weights.write_bytes(b"other weights")
+    assert cache.compute_cache_key({}, again, {}, {})[0] != first
