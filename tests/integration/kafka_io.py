@@ -41,6 +41,24 @@ def produce(
     return asyncio.run(run())
 
 
+def produce_to_partitions(
+    bootstrap: str, topic: str, records: Iterable[tuple[int, bytes | None, bytes]]
+) -> int:
+    """Send (partition, key, value) records to the given partitions; returns how many."""
+
+    async def run() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, v, key=k, partition=p) for p, k, v in records]
+            await asyncio.gather(*futures)
+            return len(futures)
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
 def consume(
     bootstrap: str,
     topics: list[str],

@@ -153,6 +153,38 @@ def test_two_workers_one_killed_partitions_move(start_worker: WorkerFactory) -> 
     assert {r["_key"] for r in results} == {e.conversation_id.encode() for e in events}
 
 
+def test_a_backlogged_partition_does_not_hold_back_the_others(
+    start_worker: WorkerFactory,
+) -> None:
+    """2,000 turns wait on input partition 0 and 60 on each of 1-3 when the worker starts: the
+    small partitions are served alongside the big one, not after it (aiokafka's getmany alone
+    hands out partition 0's whole buffered fetch first)."""
+    worker, settings = start_worker()
+    allow(settings)
+    worker.wait_log(ASSIGNED)
+    worker.stop()  # the group's offsets are committed; the backlog builds while no one reads
+    now = time.time()
+    placed: list[tuple[int, ConversationEvent]] = [
+        (p, ConversationEvent(f"f{p}-{i:04d}", f"f{p}-c{i % 20}", "acme", "u", f"turn {i}", now))
+        for p, n in ((0, 2000), (1, 60), (2, 60), (3, 60))
+        for i in range(n)
+    ]  # fmt: skip
+    kafka_io.produce_to_partitions(
+        settings.bootstrap_servers,
+        settings.topic_in,
+        [(p, e.conversation_id.encode(), e.to_json()) for p, e in placed],
+    )
+    start_worker()
+    results = outputs(settings, len(placed), timeout_s=300)
+    assert sorted(r["event_id"] for r in results) == sorted(e.event_id for _, e in placed)
+    order = sorted(results, key=lambda r: float(r["produced_at"]))
+    rank = {r["event_id"]: i for i, r in enumerate(order)}
+    last_small = max(rank[e.event_id] for p, e in placed if p != 0)
+    big_done_before = sum(1 for p, e in placed if p == 0 and rank[e.event_id] < last_small)
+    print(f"\nthe last small-partition turn came out after {big_done_before} of partition 0's 2000")
+    assert big_done_before < 1000, big_done_before
+
+
 class FailingGpu(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """A Triton endpoint whose model says it is ready and then fails every inference."""
 
