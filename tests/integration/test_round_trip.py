@@ -12,8 +12,8 @@ import pytest
 
 from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 
 pytestmark = pytest.mark.integration
 

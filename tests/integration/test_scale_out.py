@@ -28,8 +28,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams import local
 from streams.settings import Settings
+from tests.conftest import PORT_BASE, TEST_PORTS, WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import PORT_BASE, TEST_PORTS, WorkerFactory
 from tests.integration.test_stateful import allow, check_dialogues, dialogue_events, produce
 
 pytestmark = pytest.mark.integration

@@ -41,8 +41,8 @@ from streams.records import ConversationEvent
 from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from streams.topics import TopicSpec, topic_specs
+from tests.conftest import PORT_BASE, TEST_PORTS
 from tests.integration import kafka_io
-from tests.integration.conftest import PORT_BASE, TEST_PORTS
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from streams.console import allow_all_policy, publish_policy
 from streams.local import ASSIGNED
 from streams.records import ConversationEvent, DocumentEvent
 from streams.settings import Settings
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 from workers.documents import DocumentTokenizer
 
 pytestmark = pytest.mark.integration

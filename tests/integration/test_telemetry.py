@@ -18,8 +18,8 @@ import pytest
 from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 from workers.telemetry.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration

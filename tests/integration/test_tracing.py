@@ -20,7 +20,7 @@ from streams.console import allow_all_policy
 from streams.engine import Engine
 from streams.records import ConversationEvent
 from streams.settings import Settings
-from tests.integration.conftest import TEST_PORTS
+from tests.conftest import TEST_PORTS
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_BATCH_SIZE,

@@ -19,8 +19,8 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.settings import Settings
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 from tests.reliability import hostile
 from tests.reliability.hostile import Case
 from tests.reliability.support import allow_tenants, as_records, result_ids, valid_turns

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from streams.local import ASSIGNED
-from tests.integration.conftest import WorkerFactory
+from tests.conftest import WorkerFactory
 from tests.integration.test_stateful import (
     allow,
     check_dialogues,

@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from streams.records import ConversationEvent
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 from tests.reliability.grpc_proxy import TritonProxy
 from tests.reliability.support import allow_tenants, as_records, valid_turns
 from workers.inference.tokenizer import WordPieceTokenizer

@@ -10,8 +10,8 @@ import pytest
 
 from streams import local
 from streams.settings import Settings
+from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from tests.integration.conftest import WorkerFactory
 from tests.reliability.grpc_proxy import TritonProxy
 from tests.reliability.support import (
     RssSampler,

@@ -1,4 +1,6 @@
-"""One real Kafka broker and one real Triton server for the whole test session, on test ports.
+"""One real Kafka broker and one real Triton server for the whole test session, on test ports,
+shared by tests/integration and tests/reliability (unit tests never ask for them, so nothing
+starts for them).
 
 They are started through `streams.local`, i.e. the same deploy/ scripts `inferstream up` uses.
 Each test gets its own topics and consumer group; workers run as real processes.
