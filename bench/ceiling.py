@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from streams.settings import REPO_ROOT
+from workers.modeling.triton_config import parse_instance_count, parse_parameters
 
 OUT = REPO_ROOT / "bench" / "out"
 
@@ -37,27 +38,13 @@ def model_dir(repo: Path, model: str = "inferstream_cpu") -> Path:
 
 
 def served_properties(config: Path) -> dict[str, Any]:
-    """The OpenVINO compile properties model.py derives from config.pbtxt's parameters."""
-    params = dict(
-        re.findall(r'key:\s*"(\w+)"\s*value:\s*{\s*string_value:\s*"([^"]*)"', config.read_text())
-    )
-    props: dict[str, Any] = {
-        "INFERENCE_PRECISION_HINT": params.get("inference_precision", "f32"),
-        "PERFORMANCE_HINT": params.get("performance_hint", "LATENCY"),
-    }
-    if int(params.get("num_streams", "0") or 0) > 0:
-        props["NUM_STREAMS"] = int(params["num_streams"])
-    if int(params.get("num_threads", "0") or 0) > 0:
-        props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
-    if params.get("cpu_pinning"):
-        props["ENABLE_CPU_PINNING"] = params["cpu_pinning"].lower() == "true"
+    """The OpenVINO compile properties the served model.py derives from config.pbtxt."""
+    spec = importlib.util.spec_from_file_location("served_model", config.parent / "model.py")
+    assert spec is not None and spec.loader is not None
+    served = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(served)
+    props: dict[str, Any] = served.compile_properties(parse_parameters(config.read_text()))
     return props
-
-
-def served_instances(config: Path) -> int:
-    """How many instances of the model Triton runs (instance_group count; 1 when unset)."""
-    found = re.search(r"instance_group\s*\[\s*{[^}]*count:\s*(\d+)", config.read_text())
-    return int(found.group(1)) if found else 1
 
 
 def encoded(length: int, count: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -90,7 +77,7 @@ def inprocess(lengths: list[int], batches: list[int], seconds: float) -> list[di
 
     vdir = model_dir(REPO_ROOT / "model_repo")
     props = served_properties(vdir.parent / "config.pbtxt")
-    instances = served_instances(vdir.parent / "config.pbtxt")
+    instances = parse_instance_count((vdir.parent / "config.pbtxt").read_text())
     core = ov.Core()  # one compiled model per instance, as each Triton instance compiles its own
     requests = [
         core.compile_model(str(vdir / "model.xml"), "CPU", props).create_infer_request()
@@ -138,7 +125,7 @@ def best(rows: list[dict[str, Any]], length: int, key: str = "seq_per_s") -> dic
     return max(mine, key=lambda r: float(r[key])) if mine else None
 
 
-def _pa_libs() -> Path:
+def pa_libs() -> Path:
     """perf_analyzer needs libb64.so.0d and libcudart.so.12: renamed copies ship in
     nvidia_pytriton.libs; link them under their real names."""
     site = Path(sysconfig.get_paths()["purelib"])
@@ -213,7 +200,7 @@ def _perf_analyzer(
         "--measurement-interval", str(interval_ms), "--stability-percentage", str(stability),
         "--max-trials", str(max_trials), "-f", str(report),
     ]  # fmt: skip
-    env = dict(os.environ, LD_LIBRARY_PATH=str(_pa_libs()))
+    env = dict(os.environ, LD_LIBRARY_PATH=str(pa_libs()))
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=env, timeout=timeout_s, check=False

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -74,13 +73,9 @@ def _torch_fp32(onnx_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def _perf_analyzer(url: str, length: int, batch: int) -> tuple[float, float] | None:
-    site = Path(sysconfig.get_paths()["purelib"])
-    libs = OUT / "lib"
-    libs.mkdir(parents=True, exist_ok=True)
-    for want, prefix in (("libb64.so.0d", "libb64"), ("libcudart.so.12", "libcudart")):
-        found = sorted((site / "nvidia_pytriton.libs").glob(f"{prefix}*"))
-        if found and not (libs / want).exists():
-            (libs / want).symlink_to(found[0])
+    from bench.ceiling import pa_libs
+
+    libs = pa_libs()
     ids, mask = _inputs(length, 1)
     data = {"data": [{"input_ids": {"content": ids[0].tolist(), "shape": [length]},
                       "attention_mask": {"content": mask[0].tolist(), "shape": [length]}}]}  # fmt: skip  # noqa: E501

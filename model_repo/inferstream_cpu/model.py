@@ -39,6 +39,22 @@ def parse_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v.get("string_value", "")) for k, v in raw.items()}
 
 
+def compile_properties(params: Mapping[str, str]) -> dict[str, Any]:
+    """The OpenVINO compile properties of the config's parameters (bench/ceiling.py compiles the
+    in-process ceiling with these too)."""
+    props: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": params.get("inference_precision", "f32"),
+        "PERFORMANCE_HINT": params.get("performance_hint", "LATENCY"),
+    }
+    if int(params.get("num_streams", "0") or 0) > 0:
+        props["NUM_STREAMS"] = int(params["num_streams"])
+    if int(params.get("num_threads", "0") or 0) > 0:
+        props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
+    if params.get("cpu_pinning"):  # "false" with several instances: each would pin core 0
+        props["ENABLE_CPU_PINNING"] = params["cpu_pinning"].lower() == "true"
+    return props
+
+
 def validate(ids: IntArray, mask: IntArray, max_seq_len: int, vocab_size: int) -> None:
     """Raise :class:`RequestError` unless ``ids``/``mask`` are a usable ``[b, L]`` pair."""
     if ids.ndim != 2 or mask.shape != ids.shape:
@@ -99,16 +115,7 @@ class TritonPythonModel:
         if build.get("entity_labels") != params["entity_labels"].split(","):
             raise ValueError("config entity_labels differ from the built ones")
         self.vocab_size = int(params.get("vocab_size", "30522"))
-        props: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": params.get("inference_precision", "f32"),
-            "PERFORMANCE_HINT": params.get("performance_hint", "LATENCY"),
-        }
-        if int(params.get("num_streams", "0") or 0) > 0:
-            props["NUM_STREAMS"] = int(params["num_streams"])
-        if int(params.get("num_threads", "0") or 0) > 0:
-            props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
-        if params.get("cpu_pinning"):  # "false" with several instances: each would pin core 0
-            props["ENABLE_CPU_PINNING"] = params["cpu_pinning"].lower() == "true"
+        props = compile_properties(params)
         self.compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", props)
         self.request = self.compiled.create_infer_request()
         if pb_utils is not None and hasattr(pb_utils, "Logger"):

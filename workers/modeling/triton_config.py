@@ -51,6 +51,12 @@ def _scalar(text: str, field: str) -> str:
     return m.group(1)
 
 
+def parse_instance_count(text: str) -> int:
+    """Instances of the model Triton runs: the first ``instance_group`` ``count`` (1 if unset)."""
+    m = re.search(r"instance_group\s*\[\s*\{[^}]*count\s*:\s*(\d+)", _COMMENT_RE.sub("", text))
+    return int(m.group(1)) if m else 1
+
+
 def parse_dims(text: str) -> dict[str, tuple[int, ...]]:
     """``{tensor name: dims}`` of inputs and outputs written as ``name, data_type, dims``."""
     clean = _COMMENT_RE.sub("", text)
