@@ -165,11 +165,14 @@ class Partition:
             self.in_txn = True
 
     @property
+    def _offset_moved(self) -> bool:
+        return self.finished_offset is not None and self.finished_offset != self.committed_offset
+
+    @property
     def uncommitted(self) -> bool:
-        """Finished records (or a sweep's table changes) wait for a commit."""
-        return (
-            self.finished_offset is not None and self.finished_offset != self.committed_offset
-        ) or self.in_txn
+        """Finished records, an open transaction or table changes (a sweep's tombstones alone,
+        say) wait for a commit."""
+        return self._offset_moved or self.in_txn or bool(self.changelog_sent)
 
     async def commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
         """Commit the finished records: outputs, table changes and the input offset together.
@@ -180,21 +183,18 @@ class Partition:
     async def _commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
         if not self.uncommitted:
             return
-        new_offset = self.finished_offset is not None and (
-            self.finished_offset != self.committed_offset
-        )
-        offsets = {self.tp: self.finished_offset}
+        offset = self.finished_offset if self._offset_moved else None
         # every record of the transaction acknowledged first: aiokafka would commit a
         # transaction even though one of its records was refused
         await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
         if self.transactional:  # a sweep's tombstones alone make a transaction without offsets
             await self._begin()
-            if new_offset:
-                await self.producer.send_offsets_to_transaction(offsets, group_id)
+            if offset is not None:
+                await self.producer.send_offsets_to_transaction({self.tp: offset}, group_id)
             await self.producer.commit_transaction()
             self.in_txn = False
-        elif new_offset:
-            await consumer.commit(offsets)
+        elif offset is not None:
+            await consumer.commit({self.tp: offset})
         ends: dict[str, int] = {}
         for part, fut in self.changelog_sent:
             ends[part.table] = max(ends.get(part.table, 0), fut.result().offset + 1)

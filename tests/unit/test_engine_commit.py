@@ -46,12 +46,14 @@ class FakeTxnProducer:
         self.calls.append(("commit",))
 
 
-def _partition(tmp_path: Path) -> tuple[Partition, FakeTxnProducer, TablePartition]:
+def _partition(
+    tmp_path: Path, *, transactional: bool = True
+) -> tuple[Partition, FakeTxnProducer, TablePartition]:
     table = TablePartition(
         "context", "app-context-changelog", 2, Rdict(str(tmp_path / "db"), Options(raw_mode=True))
     )
     producer = FakeTxnProducer()
-    part = Partition(TP, producer, transactional=True, tables={"context": table})  # type: ignore[arg-type]
+    part = Partition(TP, producer, transactional=transactional, tables={"context": table})  # type: ignore[arg-type]
     return part, producer, table
 
 
@@ -86,6 +88,23 @@ def test_a_sweep_alone_commits_its_tombstones_without_offsets(tmp_path: Path) ->
         await part.commit("app", None)  # type: ignore[arg-type]
         assert [c[0] for c in producer.calls] == ["begin", "send", "commit"]
         assert not part.uncommitted and part.committed_offset is None
+        table.close()
+
+    asyncio.run(run())
+
+
+def test_at_least_once_a_sweep_is_applied_once_its_tombstones_are_acknowledged(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        part, producer, table = _partition(tmp_path, transactional=False)
+        table.stage(b"old", b"row", 1.0)
+        table.apply_committed(next_offset=1)
+        await part.put("context", b"old", None, 5.0)
+        assert part.uncommitted and not part.in_txn
+        await part.commit("app", None)  # type: ignore[arg-type]  # no offset moved: no consumer call
+        assert [c[0] for c in producer.calls] == ["send"]
+        assert not part.uncommitted and not table.staged and table.get(b"old") is None
         table.close()
 
     asyncio.run(run())
