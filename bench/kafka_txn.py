@@ -19,7 +19,7 @@ import uuid
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.cpu import _processes, _tree, pid_file
+from bench.cpu import CpuMeter, pid_file
 from bench.stack import Ports, Services
 
 
@@ -40,7 +40,8 @@ async def _round(
     )
     await producer.start()
     try:
-        cpu0, t0 = _tree(kafka_pid, _processes()), time.monotonic()
+        meter = CpuMeter({"kafka": lambda: kafka_pid}, self_only=())
+        cpu0, t0 = meter.sample().seconds["kafka"], time.monotonic()
         for i in range(n):
             if txn:
                 await producer.begin_transaction()
@@ -51,7 +52,7 @@ async def _round(
                 await producer.send_offsets_to_transaction(offsets, f"txn-{run}")
                 await producer.commit_transaction()
         wall = time.monotonic() - t0
-        cpu = _tree(kafka_pid, _processes()) - cpu0
+        cpu = meter.sample().seconds["kafka"] - cpu0
     finally:
         await producer.stop()
     return n / wall, 1000 * cpu / n

@@ -35,7 +35,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from bench.cpu import _processes, _tree
+from bench.cpu import CpuMeter, pid_file
 from bench.stack import settings_from_env
 from streams import local
 from streams.admin import ensure_topics, topic_partitions
@@ -134,18 +134,6 @@ def _spans(count_file: Path) -> int:
         return 0
 
 
-def _cpu(pids: dict[str, int | None]) -> dict[str, float]:
-    procs = _processes()
-    return {name: _tree(pid, procs) for name, pid in pids.items() if pid is not None}
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=3000)
@@ -186,9 +174,9 @@ def main() -> None:
     local.kafka(services, "start", "--clean")
     local.triton(services, "start")
     others = {
-        "triton": _pid(run_dir / f"triton-{base + 1}" / "triton.pid"),
-        "kafka": _pid(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
-        "collector": collector.pid,
+        "triton": pid_file(run_dir / f"triton-{base + 1}" / "triton.pid"),
+        "kafka": pid_file(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
+        "collector": lambda: collector.pid,
     }
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     try:
@@ -221,11 +209,11 @@ def main() -> None:
                 worker.wait_log(local.ASSIGNED)
                 asyncio.run(burst(settings, 200))  # warm-up: model, tokenizer, caches
                 time.sleep(6)  # the warm-up's spans exported (every 5 s) before counting
-                pids = others | {"worker": worker.pid()}
-                before, cpu0 = _spans(count_file), _cpu(pids)
+                meter = CpuMeter(others | {"worker": worker.pid}, self_only=())
+                before, cpu0 = _spans(count_file), meter.sample().seconds
                 seconds, lat = asyncio.run(burst(settings, args.events))
                 time.sleep(6)  # the batch span processor exports every 5 s
-                spans, cpu1 = _spans(count_file) - before, _cpu(pids)
+                spans, cpu1 = _spans(count_file) - before, meter.sample().seconds
             finally:
                 worker.stop()
             lat.sort()
