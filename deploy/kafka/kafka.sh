@@ -13,7 +13,6 @@
 #      INFERSTREAM_KAFKA_USERS (SCRAM users made at format time in secure mode; "worker"),
 #      INFERSTREAM_KAFKA_HEAP_OPTS ("-Xms256m -Xmx512m"), INFERSTREAM_KAFKA_JVM_OPTS (more broker
 #      JVM options, e.g. "-XX:TieredStopAtLevel=1": C1 only, quicker starts on 2 cores),
-#      INFERSTREAM_KAFKA_PROPERTIES (more server properties, ";"-separated, appended last),
 #      INFERSTREAM_KAFKA_START_TIMEOUT (60 s),
 #      INFERSTREAM_KAFKA_VERSION and INFERSTREAM_CACHE_DIR (see fetch.sh), JAVA_HOME (Java 17+).
 # Node I listens on port+2(I-1) (clients) and controller_port+2(I-1) (KRaft controller): node 1
@@ -184,10 +183,6 @@ broker.heartbeat.interval.ms=1500
 offsets.topic.num.partitions=8
 transaction.state.log.num.partitions=8
 EOF
-    fi
-    if [ -n "${INFERSTREAM_KAFKA_PROPERTIES:-}" ]; then
-      printf '\n# From INFERSTREAM_KAFKA_PROPERTIES (later lines win).\n%s\n' \
-        "$(tr ';' '\n' <<<"$INFERSTREAM_KAFKA_PROPERTIES")"
     fi
   } >"$dir/server.properties"
 }
