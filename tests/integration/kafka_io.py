@@ -26,31 +26,29 @@ def produce(
     *,
     settings: Settings | None = None,
 ) -> int:
+    return produce_to_partitions(
+        bootstrap, topic, ((None, k, v) for k, v in records), settings=settings
+    )
+
+
+def produce_to_partitions(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[int | None, bytes | None, bytes]],
+    *,
+    settings: Settings | None = None,
+) -> int:
+    """Send (partition, key, value) records (partition None: by key); returns how many."""
+
     async def run() -> int:
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, **_security(settings)
         )
         await producer.start()
         try:
-            futures = [await producer.send(topic, key=k, value=v) for k, v in records]
-            await asyncio.gather(*futures)
-            return len(futures)
-        finally:
-            await producer.stop()
-
-    return asyncio.run(run())
-
-
-def produce_to_partitions(
-    bootstrap: str, topic: str, records: Iterable[tuple[int, bytes | None, bytes]]
-) -> int:
-    """Send (partition, key, value) records to the given partitions; returns how many."""
-
-    async def run() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        await producer.start()
-        try:
-            futures = [await producer.send(topic, v, key=k, partition=p) for p, k, v in records]
+            futures = [
+                await producer.send(topic, key=k, value=v, partition=p) for p, k, v in records
+            ]
             await asyncio.gather(*futures)
             return len(futures)
         finally:
