@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 import faust
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from streams import web
@@ -43,7 +42,7 @@ from workers.retry import Backoff
 from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
-from workers.telemetry.tracing import KafkaTracing, build_tracer_provider
+from workers.telemetry.tracing import KafkaTracing, SpanPipeline, build_span_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def create_app(
     governor: Governor | None = None,
     publisher: Publisher | None = None,
     follow_policies: bool = True,
-    tracer_provider: TracerProvider | None = None,
+    span_pipeline: SpanPipeline | None = None,
 ) -> faust.App:
     """The worker: a Faust app hosting the web server (metrics, health), the policy table, the
     observer timer and the transactional processing engine (``streams.engine``)."""
@@ -186,14 +185,16 @@ def create_app(
 
         tables_ready = table.caught_up.is_set
 
-    provider = tracer_provider or build_tracer_provider(
+    spans = span_pipeline or build_span_pipeline(
         settings.tracing_exporter,
         settings.tracing_endpoint,
         "inferstream-worker",
         sample_ratio=settings.tracing_sample_ratio,
         resource_attributes={"service.instance.id": worker_id},
+        headers=settings.tracing_header_map(),
+        on_drop=metrics.spans_dropped,
     )
-    tracing = KafkaTracing.from_provider(provider, consumer_group=settings.app_id)
+    tracing = KafkaTracing(spans, consumer_group=settings.app_id)
     handler = conversations.ConversationHandler(
         settings,
         classifier,
@@ -222,8 +223,8 @@ def create_app(
         try:
             await engine.run()
         finally:
-            if provider is not None:
-                provider.shutdown()  # type: ignore[no-untyped-call]  # flushes held spans
+            if spans is not None:
+                spans.shutdown()  # flushes held spans
 
     web.register(app, metrics, health)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -192,6 +193,10 @@ class Settings(BaseSettings):
     tracing_endpoint: str | None = Field(
         None, description="OTLP endpoint (default: the exporter's own, e.g. localhost:4317)."
     )
+    tracing_headers: SecretStr | None = Field(
+        None,
+        description="Headers sent with every OTLP export, 'name=value,name2=value2' (an API key).",
+    )
     tracing_sample_ratio: float = Field(
         1.0,
         ge=0,
@@ -237,6 +242,18 @@ class Settings(BaseSettings):
     @property
     def embedded_triton(self) -> bool:
         return self.triton_url is None
+
+    def tracing_header_map(self) -> dict[str, str]:
+        """``tracing_headers`` as a mapping (OTLP exporter header syntax, values URL-decoded)."""
+        if self.tracing_headers is None:
+            return {}
+        out: dict[str, str] = {}
+        for item in self.tracing_headers.get_secret_value().split(","):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError("INFERSTREAM_TRACING_HEADERS: expected 'name=value,...'")
+            out[name.strip().lower()] = unquote(value.strip())
+        return out
 
     def describe(self) -> dict[str, object]:
         """Effective settings with their env names; secrets masked."""

@@ -18,8 +18,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN
 from prometheus_client import CollectorRegistry
 
 from streams.agents.deadletters import DeadLetters
@@ -45,8 +43,10 @@ from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_MODEL_NAME,
     ATTR_MODEL_VERSION,
+    EMPTY,
     EventSpan,
     KafkaTracing,
+    TraceCtx,
 )
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class _Item:
     """What waits in the micro-batcher: the text, its event's trace context, when it came."""
 
     text: str
-    ctx: Context
+    ctx: TraceCtx
     submitted_ns: int
 
 
@@ -230,7 +230,7 @@ class ConversationHandler:
         if isinstance(outcome, BaseException):  # prepare failed unexpectedly
             await self.fail(rec, outcome, part)
             return
-        span = outcome.span or EventSpan(INVALID_SPAN, Context())
+        span = outcome.span or EventSpan(None, EMPTY)
         try:
             await self._finish(rec, outcome, part, span)
         except BaseException as exc:

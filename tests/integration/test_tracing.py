@@ -1,6 +1,7 @@
 """Issue 8 acceptance: one produced event with a ``traceparent`` header yields one trace whose
 spans cover every stage, on the real broker and Triton, with an in-memory span exporter (the
-engine runs in this process so the test can read its spans)."""
+engine runs in this process so the test can read its spans); and the same through the OTLP
+exporters (gRPC, HTTP) to a receiver that parses the requests with the official protobufs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
 
@@ -21,12 +23,13 @@ from streams.engine import Engine
 from streams.records import ConversationEvent
 from streams.settings import Settings
 from tests.conftest import TEST_PORTS
+from tests.integration.otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, Receiver
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_BATCH_SIZE,
     STAGES,
     KafkaTracing,
-    build_tracer_provider,
+    build_span_pipeline,
 )
 
 pytestmark = pytest.mark.integration
@@ -34,7 +37,19 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 
 
-def test_one_event_one_trace_over_every_stage(services: Settings, watermark_keys: Path) -> None:
+def _view(s: ReadableSpan) -> ReceivedSpan:
+    parent = format(s.parent.span_id, "016x") if s.parent else ""
+    resource = dict(s.resource.attributes)
+    return ReceivedSpan(
+        s.name, format(s.context.trace_id, "032x"), format(s.context.span_id, "016x"), parent,
+        dict(s.attributes or {}), len(s.links), resource,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("exporter_kind", ["in-memory", "otlp-grpc", "otlp-http"])
+def test_one_event_one_trace_over_every_stage(
+    services: Settings, watermark_keys: Path, exporter_kind: str
+) -> None:
     uid = uuid.uuid4().hex[:8]
     env = TEST_PORTS | {
         "INFERSTREAM_APP_ID": f"trace-{uid}",
@@ -48,8 +63,19 @@ def test_one_event_one_trace_over_every_stage(services: Settings, watermark_keys
     }
     settings = Settings(**{k.removeprefix("INFERSTREAM_").lower(): v for k, v in env.items()})
     exporter = InMemorySpanExporter()
-    provider = build_tracer_provider("none", None, "inferstream-test", span_exporter=exporter)
-    tracing = KafkaTracing.from_provider(provider, consumer_group=settings.app_id)
+    receiver: Receiver | None = None
+    if exporter_kind == "in-memory":
+        pipeline = build_span_pipeline("none", None, "inferstream-test", span_exporter=exporter)
+    else:  # batched export from the pipeline's thread, as the worker runs it
+        receiver = GrpcReceiver() if exporter_kind == "otlp-grpc" else HttpReceiver()
+        pipeline = build_span_pipeline(
+            exporter_kind,  # type: ignore[arg-type]
+            receiver.endpoint,
+            "inferstream-test",
+            headers={"x-api-key": "k1"},
+        )
+    assert pipeline is not None
+    tracing = KafkaTracing(pipeline, consumer_group=settings.app_id)
     governor = build_governor(settings)
     governor.policies.apply("acme", allow_all_policy("acme", 1))
     handler = ConversationHandler(
@@ -91,23 +117,34 @@ def test_one_event_one_trace_over_every_stage(services: Settings, watermark_keys
             await asyncio.gather(run, return_exceptions=True)
 
     headers, value = asyncio.run(asyncio.wait_for(scenario(), 240))
+    pipeline.shutdown()  # flushes what the pipeline's thread still holds
     assert b'"event_id":"ev-1"' in value
-    spans = [
-        s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == TRACE_ID
-    ]
+    if receiver is not None:
+        receiver.stop()
+        received = receiver.spans
+        assert receiver.requests >= 1 and pipeline.dropped == 0
+        assert all(h.get("x-api-key") == "k1" for h in receiver.headers)
+    else:
+        received = [_view(s) for s in exporter.get_finished_spans()]
+    spans = [s for s in received if s.trace_id == TRACE_ID]
     names = {s.name for s in spans}
     assert set(STAGES) <= names, sorted(names)
     assert {f"process {settings.topic_in}", f"publish {settings.topic_out}"} <= names
     (consume,) = [s for s in spans if s.name == f"process {settings.topic_in}"]
-    assert format(consume.parent.span_id, "016x") == PARENT  # continues the producer's trace
+    assert consume.parent_id == PARENT  # continues the producer's trace
     assert consume.attributes[msg.MESSAGING_SYSTEM] == "kafka"
     assert consume.attributes[msg.MESSAGING_CONSUMER_GROUP_NAME] == settings.app_id
     assert consume.attributes[msg.MESSAGING_DESTINATION_NAME] == settings.topic_in
+    assert consume.resource["service.name"] == "inferstream-test"
+    for s in spans:
+        if s is not consume:
+            assert s.parent_id == consume.span_id, s.name
     (inference,) = [s for s in spans if s.name == "inference"]
     assert inference.attributes[ATTR_BATCH_SIZE] == 1
     assert inference.attributes[ATTR_BACKEND] == "openvino-int8"
-    assert inference.links  # to the batch's own span
+    assert inference.links == 1  # to the batch's own span
+    batch = [s for s in received if s.name == "inference" and s.trace_id != TRACE_ID]
+    assert len(batch) == 1 and batch[0].links == 1 and batch[0].parent_id == ""
     (publish,) = [s for s in spans if s.name == f"publish {settings.topic_out}"]
     out_parent = headers["traceparent"].decode()
-    assert out_parent == f"00-{TRACE_ID}-{format(publish.context.span_id, '016x')}-01"
-    provider.shutdown()  # type: ignore[no-untyped-call]
+    assert out_parent == f"00-{TRACE_ID}-{publish.span_id}-01"

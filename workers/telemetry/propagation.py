@@ -1,24 +1,21 @@
 """W3C trace context (``traceparent``, ``tracestate``) in Kafka record headers.
 
 Kafka headers arrive as ``[(name, bytes)]`` (aiokafka) or a mapping; names are matched without
-case. With tracing off the two headers are kept as they came (a "pass-through" context) and put
-back on the output unchanged, so downstream consumers still continue the producer's trace.
+case. A context that records nothing (tracing off, or a parent not sampled) holds the two headers
+as they came and puts them back on the output unchanged, so downstream consumers still continue
+the producer's trace.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import cast
 
-from opentelemetry.context import Context
-from opentelemetry.trace import SpanContext
+from workers.telemetry.spans import EMPTY, TraceCtx
 
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None
 
 TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$")
-_PASSTHROUGH = "inferstream.passthrough-trace-headers"  # a Context key, tracing off only
-EMPTY = Context()
 
 
 def trace_headers(headers: Headers) -> tuple[str | None, str | None]:
@@ -44,16 +41,24 @@ def trace_headers(headers: Headers) -> tuple[str | None, str | None]:
     return traceparent, tracestate
 
 
-def passthrough_context(traceparent: str, tracestate: str | None) -> Context:
-    return Context({_PASSTHROUGH: (traceparent, tracestate)})
+def context_from(traceparent: str | None, tracestate: str | None) -> TraceCtx:
+    """The remote parent a (valid) ``traceparent`` names, holding both headers as consumed;
+    ``EMPTY`` when there is none or it is invalid (all-zero ids, version ff, version 00 with
+    more than four fields)."""
+    if traceparent is None:
+        return EMPTY
+    parts = traceparent.split("-")
+    version, trace_hex, span_hex, flags = parts[:4]
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if version == "ff" or (version == "00" and len(parts) > 4) or not trace_id or not span_id:
+        return EMPTY
+    return TraceCtx(
+        trace_id, span_id, bool(int(flags, 16) & 1), tracestate or "", True,
+        (traceparent, tracestate),
+    )  # fmt: skip
 
 
-def passthrough(ctx: Context) -> tuple[str, str | None] | None:
-    """The headers a pass-through context holds, or None."""
-    return cast(tuple[str, str | None] | None, ctx.get(_PASSTHROUGH))
-
-
-def passthrough_headers(held: tuple[str, str | None]) -> dict[str, bytes]:
+def held_headers(held: tuple[str, str | None]) -> dict[str, bytes]:
     traceparent, tracestate = held
     out = {"traceparent": traceparent.encode()}
     if tracestate:
@@ -61,12 +66,12 @@ def passthrough_headers(held: tuple[str, str | None]) -> dict[str, bytes]:
     return out
 
 
-def headers_for(sc: SpanContext) -> dict[str, bytes]:
-    """The headers that continue ``sc`` (what ``TraceContextTextMapPropagator`` writes)."""
-    if not sc.is_valid:
+def headers_for(ctx: TraceCtx) -> dict[str, bytes]:
+    """The headers that continue ``ctx`` (what ``TraceContextTextMapPropagator`` writes)."""
+    if not ctx.valid:
         return {}
-    out = {"traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()}
-    state = sc.trace_state.to_header() if sc.trace_state else ""
-    if state:
-        out["tracestate"] = state.encode()
+    flags = "01" if ctx.sampled else "00"
+    out = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags}".encode()}
+    if ctx.state:
+        out["tracestate"] = ctx.state.encode()
     return out

@@ -1,19 +1,28 @@
-"""The OpenTelemetry SDK ``TracerProvider`` the settings ask for (or none: tracing off)."""
+"""The span pipeline the settings ask for (or none: tracing off), and the sink that hands spans
+to any OpenTelemetry SDK ``SpanExporter`` (console, a test's in-memory one) as ``ReadableSpan``s.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from workers.telemetry.otlp import Encoder, GrpcTransport, HttpTransport, OtlpSink
+from workers.telemetry.spans import SpanData, SpanPipeline
 
 Exporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
+INSTRUMENTATION = "inferstream"
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-def build_tracer_provider(
+def build_span_pipeline(
     exporter: Exporter,
     endpoint: str | None,
     service_name: str,
@@ -22,46 +31,76 @@ def build_tracer_provider(
     sample_ratio: float = 1.0,
     batch: bool | None = None,
     resource_attributes: Mapping[str, str] | None = None,
-) -> TracerProvider | None:
-    """The SDK provider for ``exporter``; ``None`` for "none" (callers then trace with a no-op).
+    headers: Mapping[str, str] | None = None,
+    on_drop: Callable[[int], None] | None = None,
+) -> SpanPipeline | None:
+    """The pipeline for ``exporter``; ``None`` for "none" (callers then trace with a no-op).
 
-    ``span_exporter`` (a test's in-memory exporter, a benchmark's null one) replaces the chosen
-    exporter. Spans go through a ``BatchSpanProcessor`` (export off the event path) unless
-    ``batch`` is False; a given ``span_exporter`` defaults to a synchronous ``SimpleSpanProcessor``.
-    Sampling follows the parent's decision, else keeps ``sample_ratio`` of new traces. The caller
-    owns the provider: ``shutdown()`` flushes it.
-    """
+    ``span_exporter`` (a test's in-memory exporter) replaces the chosen exporter and, unless
+    ``batch``, gets each span as it ends. OTLP exporters encode ``SpanData`` directly (``otlp``);
+    "console" goes through the SDK's ``ConsoleSpanExporter``. ``headers`` go with every OTLP
+    request (a collector's API key). The resource is the SDK's (``Resource.create``: the service
+    name, the SDK's own attributes, ``OTEL_RESOURCE_ATTRIBUTES``). The caller owns the pipeline:
+    ``shutdown()`` flushes it."""
     if span_exporter is None and exporter == "none":
         return None
-    target = span_exporter if span_exporter is not None else _exporter(exporter, endpoint)
     resource = Resource.create({SERVICE_NAME: service_name, **(resource_attributes or {})})
-    sampler = ParentBased(TraceIdRatioBased(sample_ratio))
-    provider = TracerProvider(resource=resource, sampler=sampler)
-    use_batch = batch if batch is not None else span_exporter is None
-    provider.add_span_processor(
-        BatchSpanProcessor(target) if use_batch else SimpleSpanProcessor(target)
-    )
-    return provider
-
-
-def _exporter(exporter: Exporter, endpoint: str | None) -> SpanExporter:
-    # Imported here: the OTLP exporters pull in grpc, protobuf, requests; unneeded when off.
-    if exporter == "console":
+    sink: OtlpSink | SdkSink
+    if span_exporter is not None:
+        sink = SdkSink(span_exporter, resource)
+    elif exporter == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter(service_name=None)
-    if exporter == "otlp-grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcExporter,
+        sink = SdkSink(ConsoleSpanExporter(service_name=None), resource)
+    elif exporter == "otlp-grpc":
+        sink = OtlpSink(Encoder(resource, INSTRUMENTATION), GrpcTransport(endpoint, headers))
+    elif exporter == "otlp-http":
+        sink = OtlpSink(Encoder(resource, INSTRUMENTATION), HttpTransport(endpoint, headers))
+    else:
+        raise ValueError(
+            f"unknown trace exporter {exporter!r} (none, console, otlp-grpc, otlp-http)"
+        )
+    synchronous = not batch if batch is not None else span_exporter is not None
+    return SpanPipeline(sink, sample_ratio=sample_ratio, synchronous=synchronous, on_drop=on_drop)
+
+
+class SdkSink:
+    """Hands spans to an SDK ``SpanExporter`` as the SDK's own ``ReadableSpan``s."""
+
+    def __init__(self, exporter: SpanExporter, resource: Resource) -> None:
+        self.exporter, self.resource = exporter, resource
+        self.scope = InstrumentationScope(INSTRUMENTATION)
+
+    def export(self, spans: Sequence[SpanData]) -> bool:
+        result = self.exporter.export([self.readable(s) for s in spans])
+        return result is SpanExportResult.SUCCESS
+
+    def readable(self, s: SpanData) -> ReadableSpan:
+        state = TraceState.from_header([s.state]) if s.state else None
+        context = SpanContext(s.trace_id, s.span_id, False, _SAMPLED, state)
+        parent = (
+            SpanContext(s.trace_id, s.parent_id, s.parent_remote, _SAMPLED, state)
+            if s.parent_id
+            else None
+        )
+        status = Status(StatusCode(s.status[0]), s.status[1]) if s.status else Status()
+        return ReadableSpan(
+            name=s.name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=dict(s.attributes or {}),
+            events=[Event(name, dict(attrs), at) for name, at, attrs in s.events or ()],
+            links=[
+                Link(SpanContext(link.trace_id, link.span_id, link.remote, _SAMPLED))
+                for link in s.links or ()
+            ],
+            kind=SpanKind(s.kind),
+            status=status,
+            start_time=s.start,
+            end_time=s.end,
+            instrumentation_scope=self.scope,
         )
 
-        return GrpcExporter(endpoint=endpoint)
-    if exporter == "otlp-http":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpExporter,
-        )
-
-        if endpoint is not None and endpoint.rstrip("/").count("/") <= 2:  # scheme://host:port
-            endpoint = endpoint.rstrip("/") + "/v1/traces"
-        return HttpExporter(endpoint=endpoint)
-    raise ValueError(f"unknown trace exporter {exporter!r} (none, console, otlp-grpc, otlp-http)")
+    def shutdown(self) -> None:
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]

@@ -8,43 +8,52 @@ One event's trace::
        └─ publish conversations.out  PRODUCER  → its context goes into the output's headers
 
 A batch step (one Triton call for many events) is one span in a trace of its own, linked to every
-event's span (``batch_span``); each event also gets a child span of the same name, times and
-attributes (batch size, backend, model), linked back to the batch span, so one event's trace covers
-every stage.
+event's span (``batch_span``), recorded when any of its events is sampled; each event also gets a
+child span of the same name, times and attributes (batch size, backend, model), linked back to the
+batch span, so one event's trace covers every stage.
 
-Contexts are passed explicitly (an ``opentelemetry.context.Context`` per event) and spans are not
-made "current": one batch interleaves many events. Costs: with tracing off (``KafkaTracing()``)
-every helper returns a shared no-op and the incoming ``traceparent``/``tracestate`` pass through
+Spans are ``spans.SpanData`` records handed to a ``SpanPipeline`` (see ``spans`` for why not the
+SDK's ``Span``: ~20x less CPU per span); contexts are ``TraceCtx`` values passed explicitly, never
+"current": one batch interleaves many events. Costs: with tracing off (``KafkaTracing()``) every
+helper returns a shared no-op and the incoming ``traceparent``/``tracestate`` pass through
 unchanged to the output headers. With tracing on, an event whose parent is not sampled gets no
-spans at all (what parent-based sampling decides anyway) and passes its context through.
+spans at all (parent-based sampling) and passes its headers through; a new trace is kept with
+probability ``sample_ratio`` (the SDK's trace-id ratio rule), and an unsampled one still gets a
+``traceparent`` (flags 00) on its output so downstream follows the decision.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
-from opentelemetry.trace import INVALID_SPAN, Link, NoOpTracer, Span, SpanKind, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 from workers.telemetry import propagation as prop
-from workers.telemetry.propagation import EMPTY, Headers
-from workers.telemetry.provider import Exporter, build_tracer_provider
+from workers.telemetry.propagation import Headers
+from workers.telemetry.provider import INSTRUMENTATION, Exporter, build_span_pipeline
+from workers.telemetry.spans import (
+    CONSUMER,
+    EMPTY,
+    INTERNAL,
+    PRODUCER,
+    SpanData,
+    SpanPipeline,
+    TraceCtx,
+    new_span_id,
+    new_trace_id,
+)
 
 __all__ = [
-    "BatchSpan", "EventSpan", "Exporter", "Headers", "KafkaTracing", "Produced",
-    "build_tracer_provider",
+    "EMPTY", "INSTRUMENTATION", "BatchSpan", "EventSpan", "Exporter", "Headers", "KafkaTracing",
+    "Produced", "SpanPipeline", "TraceCtx", "build_span_pipeline",
 ]  # fmt: skip
 T = TypeVar("T")
-INSTRUMENTATION = "inferstream"
 ATTR_MODEL_NAME = "inferstream.model.name"
 ATTR_MODEL_VERSION = "inferstream.model.version"
 ATTR_BACKEND = "inferstream.backend"
@@ -53,13 +62,13 @@ STAGES = ("decode", "context", "policy", "batch_wait", "inference", "filter", "w
 KAFKA = msg.MessagingSystemValues.KAFKA.value
 
 
-class _Ends(AbstractContextManager[T]):
+class _Ends(AbstractContextManager[T], Generic[T]):
     """Enter: the value; exit: end ``span``, marked failed by an exception (which propagates)."""
 
-    __slots__ = ("span", "value")
+    __slots__ = ("pipeline", "span", "value")
 
-    def __init__(self, span: Span, value: T) -> None:
-        self.span, self.value = span, value
+    def __init__(self, pipeline: SpanPipeline, span: SpanData, value: T) -> None:
+        self.pipeline, self.span, self.value = pipeline, span, value
 
     def __enter__(self) -> T:
         return self.value
@@ -67,22 +76,30 @@ class _Ends(AbstractContextManager[T]):
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        span = self.span
+        span.end = time.time_ns()
         if exc is not None:
-            _fail(self.span, exc)
-        self.span.end()
+            span.fail(exc)
+        self.pipeline.add(span)
 
 
 @dataclass(slots=True)
 class EventSpan:
-    """An event's processing span and the context its stage spans hang from; ``end()`` it once."""
+    """An event's processing span (None: not recorded) and the context its stage spans hang
+    from; ``end()`` it once."""
 
-    span: Span
-    ctx: Context
+    span: SpanData | None
+    ctx: TraceCtx
+    pipeline: SpanPipeline | None = None
 
     def end(self, error: BaseException | None = None) -> None:
+        span = self.span
+        if span is None or self.pipeline is None:
+            return
+        span.end = time.time_ns()
         if error is not None:
-            _fail(self.span, error)
-        self.span.end()
+            span.fail(error)
+        self.pipeline.add(span)
 
     def __enter__(self) -> EventSpan:
         return self
@@ -95,9 +112,10 @@ class EventSpan:
 
 @dataclass(slots=True)
 class Produced:
-    """A producer span and the headers (``traceparent``, ``tracestate``) for its output record."""
+    """A producer span (None: not recorded) and the headers (``traceparent``, ``tracestate``)
+    for its output record."""
 
-    span: Span
+    span: SpanData | None
     headers: dict[str, bytes]
 
 
@@ -105,18 +123,18 @@ class Produced:
 class BatchSpan:
     """One span over a batch step; ``set`` attributes that its per-event copies also get."""
 
-    span: Span
-    ctx: Context
+    span: SpanData | None
+    ctx: TraceCtx
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
 
     def set(self, key: str, value: AttributeValue) -> None:
-        if self.span is not INVALID_SPAN:  # the shared no-op keeps nothing
+        if self.span is not None:  # the shared no-op keeps nothing
             self.attributes[key] = value
             self.span.set_attribute(key, value)
 
 
-class _Nothing(AbstractContextManager[T]):
-    """What the helpers return when no span is recorded: one shared object, nothing to end."""
+class _Nothing(AbstractContextManager[T], Generic[T]):
+    """What the helpers return when no span is recorded: nothing to end."""
 
     __slots__ = ("value",)
 
@@ -130,56 +148,79 @@ class _Nothing(AbstractContextManager[T]):
         return None
 
 
-_NO_SPAN: _Nothing[Span] = _Nothing(INVALID_SPAN)
-_NO_BATCH = _Nothing(BatchSpan(INVALID_SPAN, EMPTY))
+_NO_SPAN: _Nothing[SpanData | None] = _Nothing(None)
+_NO_BATCH = _Nothing(BatchSpan(None, EMPTY))
+
+
+class _Batch(AbstractContextManager[BatchSpan]):
+    """The batch span (a new trace unless ``parent``) and, on exit, each event's copy of it."""
+
+    def __init__(
+        self,
+        pipeline: SpanPipeline,
+        name: str,
+        contexts: list[TraceCtx],
+        kind: int,
+        per_event: bool,
+        parent: TraceCtx,
+        attrs: dict[str, AttributeValue],
+    ) -> None:
+        self.pipeline, self.contexts, self.per_event = pipeline, contexts, per_event
+        if not parent.valid:  # the root of a trace of its own, kept with its sampled events
+            parent = TraceCtx(new_trace_id(), 0, True)
+        span = SpanData(parent, name, kind, None, attrs, contexts)
+        self.batch = BatchSpan(span, span.context(), dict(attrs))
+
+    def __enter__(self) -> BatchSpan:
+        return self.batch
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        span = self.batch.span
+        assert span is not None
+        span.end = end = time.time_ns()
+        if exc is not None:
+            span.fail(exc)
+        add = self.pipeline.add
+        add(span)
+        if self.per_event:
+            link, attrs = [self.batch.ctx], self.batch.attributes
+            for ctx in self.contexts:
+                copy = SpanData(ctx, span.name, INTERNAL, span.start, dict(attrs), link)
+                copy.end = end
+                if exc is not None:
+                    copy.fail(exc, record=False)
+                add(copy)
 
 
 class KafkaTracing:
-    """Span helpers for a Kafka consumer/producer, over ``tracer`` (default: off, no-op)."""
+    """Span helpers for a Kafka consumer/producer over ``pipeline`` (default: off, no-op)."""
 
-    def __init__(self, tracer: Tracer | None = None, *, consumer_group: str | None = None) -> None:
-        self.tracer: Tracer = tracer if tracer is not None else NoOpTracer()
-        self.enabled = not isinstance(self.tracer, NoOpTracer)
+    def __init__(
+        self, pipeline: SpanPipeline | None = None, *, consumer_group: str | None = None
+    ) -> None:
+        self.pipeline = pipeline
+        self.enabled = pipeline is not None
         self.consumer_group = consumer_group
-        self._propagator = TraceContextTextMapPropagator()
-
-    @classmethod
-    def from_provider(
-        cls, provider: trace.TracerProvider | None, *, consumer_group: str | None = None
-    ) -> KafkaTracing:
-        tracer = provider.get_tracer(INSTRUMENTATION) if provider is not None else None
-        return cls(tracer, consumer_group=consumer_group)
 
     # --- propagation ---------------------------------------------------------------------------
-    def extract(self, headers: Headers) -> Context:
-        """The upstream context from W3C ``traceparent``/``tracestate`` headers (empty if none)."""
-        traceparent, tracestate = prop.trace_headers(headers)
-        if traceparent is None:
-            return EMPTY
-        if not self.enabled:
-            return prop.passthrough_context(traceparent, tracestate)
-        carrier = {"traceparent": traceparent}
-        if tracestate:
-            carrier["tracestate"] = tracestate
-        return self._propagator.extract(carrier, context=EMPTY)
-
-    def inject(self, ctx: Context) -> dict[str, bytes]:
-        """Headers carrying ``ctx``'s span (tracing off: the extracted headers, unchanged)."""
-        held = prop.passthrough(ctx)
-        if held is not None:
-            return prop.passthrough_headers(held)
-        if not self.enabled:
-            return {}
-        return prop.headers_for(trace.get_current_span(ctx).get_span_context())
+    @staticmethod
+    def extract(headers: Headers) -> TraceCtx:
+        """The upstream context from W3C ``traceparent``/``tracestate`` headers (EMPTY if none)."""
+        return prop.context_from(*prop.trace_headers(headers))
 
     @staticmethod
-    def trace_id(ctx: Context) -> str:
+    def inject(ctx: TraceCtx) -> dict[str, bytes]:
+        """Headers carrying ``ctx`` (a context that records nothing: its headers, unchanged)."""
+        if ctx.held is not None:
+            return prop.held_headers(ctx.held)
+        return prop.headers_for(ctx)
+
+    @staticmethod
+    def trace_id(ctx: TraceCtx) -> str:
         """The 32-hex trace id of ``ctx`` (for logs, envelopes, analytics); "" when none."""
-        held = prop.passthrough(ctx)
-        if held is not None:
-            return held[0][3:35]
-        sc = trace.get_current_span(ctx).get_span_context()
-        return format(sc.trace_id, "032x") if sc.is_valid else ""
+        return format(ctx.trace_id, "032x") if ctx.trace_id else ""
 
     # --- spans ---------------------------------------------------------------------------------
     def consume_span(
@@ -189,14 +230,18 @@ class KafkaTracing:
         offset: int,
         key: bytes | None,
         consumer_group: str | None = None,
-        parent_ctx: Context | None = None,
+        parent_ctx: TraceCtx | None = None,
     ) -> EventSpan:
         """Start the CONSUMER ``process <topic>`` span of one record, child of ``parent_ctx``."""
         parent = parent_ctx if parent_ctx is not None else EMPTY
-        if not self.enabled:
-            return EventSpan(INVALID_SPAN, parent)
-        if _unsampled(parent):  # pass the upstream context through, as no span is recorded
-            return EventSpan(trace.get_current_span(parent), parent)
+        pipeline = self.pipeline
+        if pipeline is None or (parent.valid and not parent.sampled):
+            return EventSpan(None, parent)  # pass the upstream context through
+        if not parent.valid:
+            trace_id = new_trace_id()
+            if not pipeline.sampled(trace_id):  # downstream learns the decision (flags 00)
+                return EventSpan(None, TraceCtx(trace_id, new_span_id(), False))
+            parent = TraceCtx(trace_id, 0, True)
         attrs: dict[str, AttributeValue] = {
             msg.MESSAGING_SYSTEM: KAFKA,
             msg.MESSAGING_OPERATION_TYPE: "process",
@@ -209,93 +254,55 @@ class KafkaTracing:
         if group:
             attrs[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
         _set_key(attrs, key)
-        span = self.tracer.start_span(
-            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attrs
-        )
-        return EventSpan(span, trace.set_span_in_context(span, parent))
+        span = SpanData(parent, f"process {topic}", CONSUMER, None, attrs)
+        return EventSpan(span, span.context(), pipeline)
 
     def stage(
-        self, name: str, ctx: Context, **attrs: AttributeValue
-    ) -> AbstractContextManager[Span]:
+        self, name: str, ctx: TraceCtx, **attrs: AttributeValue
+    ) -> AbstractContextManager[SpanData | None]:
         """A child span of ``ctx`` around one stage; an exception marks it failed and propagates."""
-        if not self.enabled or _unsampled(ctx):
+        if self.pipeline is None or not ctx.recording:
             return _NO_SPAN
-        span = self.tracer.start_span(name, context=ctx, attributes=attrs or None)
-        return _Ends(span, span)
+        span = SpanData(ctx, name, INTERNAL, None, attrs or None)
+        return _Ends(self.pipeline, span, span)
 
     def record(
-        self, name: str, ctx: Context, start_ns: int, end_ns: int, **attrs: AttributeValue
+        self, name: str, ctx: TraceCtx, start_ns: int, end_ns: int, **attrs: AttributeValue
     ) -> None:
         """A finished child span of ``ctx`` from ``start_ns`` to ``end_ns`` (``time.time_ns``)."""
-        if self.enabled and not _unsampled(ctx):
-            span = self.tracer.start_span(
-                name, context=ctx, start_time=start_ns, attributes=attrs or None
-            )
-            span.end(end_time=end_ns)
+        if self.pipeline is not None and ctx.recording:
+            span = SpanData(ctx, name, INTERNAL, start_ns, attrs or None)
+            span.end = end_ns
+            self.pipeline.add(span)
 
     def batch_span(
         self,
         name: str,
-        event_contexts: Sequence[Context],
+        event_contexts: Sequence[TraceCtx],
         *,
-        kind: SpanKind = SpanKind.INTERNAL,
+        kind: int = INTERNAL,
         per_event: bool = True,
-        parent: Context | None = None,
+        parent: TraceCtx | None = None,
         **attrs: AttributeValue,
     ) -> AbstractContextManager[BatchSpan]:
         """One span over a batch step, linked to each event's span (a new trace unless ``parent``);
         with ``per_event``, each event also gets a child span ``name`` with the same times and
-        attributes, linked to the batch span. Events that are not sampled are left out."""
-        if not self.enabled:
+        attributes, linked to the batch span. Events that are not sampled are left out; a batch
+        with none sampled records nothing."""
+        if self.pipeline is None:
             return _NO_BATCH
-        sampled = [ctx for ctx in event_contexts if not _unsampled(ctx)]
+        sampled = [ctx for ctx in event_contexts if ctx.recording]
         if not sampled:
             return _NO_BATCH
         attrs[ATTR_BATCH_SIZE] = len(event_contexts)
-        return self._batch(name, sampled, kind, per_event, parent or EMPTY, attrs)
-
-    @contextmanager
-    def _batch(
-        self,
-        name: str,
-        contexts: list[Context],
-        kind: SpanKind,
-        per_event: bool,
-        parent: Context,
-        attrs: dict[str, AttributeValue],
-    ) -> Iterator[BatchSpan]:
-        links = [Link(sc) for sc in map(_span_context, contexts) if sc.is_valid]
-        start = time.time_ns()
-        span = self.tracer.start_span(
-            name, context=parent, kind=kind, links=links, attributes=attrs, start_time=start
-        )
-        batch = BatchSpan(span, trace.set_span_in_context(span, parent), dict(attrs))
-        error: BaseException | None = None
-        try:
-            yield batch
-        except BaseException as exc:
-            error = exc
-            _fail(span, exc)
-            raise
-        finally:
-            end = time.time_ns()
-            span.end(end_time=end)
-            if per_event:
-                link = [Link(span.get_span_context())]
-                for ctx in contexts:
-                    copy = self.tracer.start_span(
-                        name, context=ctx, links=link, attributes=batch.attributes, start_time=start
-                    )
-                    if error is not None:
-                        _fail(copy, error, record=False)
-                    copy.end(end_time=end)
+        return _Batch(self.pipeline, name, sampled, kind, per_event, parent or EMPTY, attrs)
 
     def produce_span(
-        self, topic: str, ctx: Context, *, key: bytes | None = None, partition: int | None = None
+        self, topic: str, ctx: TraceCtx, *, key: bytes | None = None, partition: int | None = None
     ) -> AbstractContextManager[Produced]:
         """The PRODUCER ``publish <topic>`` span, child of ``ctx``; its ``headers`` carry it on."""
-        if not self.enabled or _unsampled(ctx):
-            return _Nothing(Produced(INVALID_SPAN, self.inject(ctx)))
+        if self.pipeline is None or not ctx.recording:
+            return _Nothing(Produced(None, self.inject(ctx)))
         attrs: dict[str, AttributeValue] = {
             msg.MESSAGING_SYSTEM: KAFKA,
             msg.MESSAGING_OPERATION_TYPE: "publish",
@@ -305,29 +312,11 @@ class KafkaTracing:
         if partition is not None:
             attrs[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
         _set_key(attrs, key)
-        span = self.tracer.start_span(
-            f"publish {topic}", context=ctx, kind=SpanKind.PRODUCER, attributes=attrs
-        )
-        return _Ends(span, Produced(span, prop.headers_for(span.get_span_context())))
-
-
-def _span_context(ctx: Context) -> trace.SpanContext:
-    return trace.get_current_span(ctx).get_span_context()
-
-
-def _unsampled(ctx: Context) -> bool:
-    """A valid span context not sampled: its children would not be recorded either."""
-    sc = trace.get_current_span(ctx).get_span_context()
-    return sc.is_valid and not sc.trace_flags.sampled
+        span = SpanData(ctx, f"publish {topic}", PRODUCER, None, attrs)
+        return _Ends(self.pipeline, span, Produced(span, prop.headers_for(span.context())))
 
 
 def _set_key(attrs: dict[str, AttributeValue], key: bytes | None) -> None:
     if key:  # semconv: a key with no canonical string form is left out
         with suppress(UnicodeDecodeError):
             attrs[msg.MESSAGING_KAFKA_MESSAGE_KEY] = key.decode()
-
-
-def _fail(span: Span, error: BaseException, *, record: bool = True) -> None:
-    if record:
-        span.record_exception(error)
-    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
 from opentelemetry.trace import SpanKind, StatusCode
 
+from workers.telemetry.spans import EMPTY, SpanData
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_BATCH_SIZE,
     ATTR_MODEL_NAME,
     STAGES,
     KafkaTracing,
-    build_tracer_provider,
+    SpanPipeline,
+    build_span_pipeline,
 )
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -29,8 +33,8 @@ def exporter() -> InMemorySpanExporter:
 
 @pytest.fixture
 def tracing(exporter: InMemorySpanExporter) -> KafkaTracing:
-    provider = build_tracer_provider("none", None, "inferstream-test", span_exporter=exporter)
-    return KafkaTracing.from_provider(provider, consumer_group="inferstream")
+    pipeline = build_span_pipeline("none", None, "inferstream-test", span_exporter=exporter)
+    return KafkaTracing(pipeline, consumer_group="inferstream")
 
 
 def by_name(spans: tuple[ReadableSpan, ...]) -> dict[str, list[ReadableSpan]]:
@@ -145,13 +149,13 @@ def test_batch_span_links_every_event(
     events = [
         tracing.consume_span("t", 0, i, None, parent_ctx=tracing.extract(None)) for i in range(3)
     ]
-    with tracing.batch_span("inference", [e.ctx for e in events], kind=SpanKind.CLIENT) as b:
+    with tracing.batch_span("inference", [e.ctx for e in events], kind=SpanKind.CLIENT.value) as b:
         b.set(ATTR_BACKEND, "tensorrt-fp16")
     for e in events:
         e.end()
     spans = exporter.get_finished_spans()
     batch = next(s for s in spans if s.name == "inference" and s.kind is SpanKind.CLIENT)
-    event_ids = {e.span.get_span_context().span_id for e in events}
+    event_ids = {e.ctx.span_id for e in events}
     assert {link.context.span_id for link in batch.links} == event_ids
     assert batch.parent is None  # its own trace
     assert batch.attributes is not None and batch.attributes[ATTR_BATCH_SIZE] == 3
@@ -185,9 +189,9 @@ def test_off_passes_trace_context_through_unchanged() -> None:
     assert not off.enabled
     headers = [("traceparent", TRACEPARENT), ("tracestate", b"vendor=1")]
     ev = off.consume_span("t", 0, 0, b"k", parent_ctx=off.extract(headers))
-    assert not ev.span.is_recording()
+    assert ev.span is None
     with off.stage("decode", ev.ctx) as s1, off.stage("filter", ev.ctx) as s2:
-        assert s1 is s2 and not s1.is_recording()
+        assert s1 is None and s2 is None
     with off.batch_span("inference", [ev.ctx]) as b:
         b.set(ATTR_BACKEND, "x")
         assert b.attributes == {}
@@ -202,8 +206,8 @@ def test_off_passes_trace_context_through_unchanged() -> None:
 
 
 def test_sampled_out_traces_still_propagate(exporter: InMemorySpanExporter) -> None:
-    provider = build_tracer_provider("none", None, "t", span_exporter=exporter, sample_ratio=0.0)
-    t = KafkaTracing.from_provider(provider)
+    pipeline = build_span_pipeline("none", None, "t", span_exporter=exporter, sample_ratio=0.0)
+    t = KafkaTracing(pipeline)
     out = run_event(t, None)
     assert exporter.get_finished_spans() == ()
     assert out["traceparent"].decode().endswith("-00")  # not sampled, still a valid context
@@ -211,28 +215,32 @@ def test_sampled_out_traces_still_propagate(exporter: InMemorySpanExporter) -> N
     assert exporter.get_finished_spans()
 
 
-def test_build_tracer_provider_choices() -> None:
-    assert build_tracer_provider("none", None, "svc") is None
-    for kind, endpoint in (
-        ("console", None),
-        ("otlp-grpc", "http://127.0.0.1:4317"),
-        ("otlp-http", "http://127.0.0.1:4318"),
+def test_build_span_pipeline_choices() -> None:
+    from workers.telemetry.otlp import GrpcTransport, HttpTransport, OtlpSink
+    from workers.telemetry.provider import SdkSink
+
+    assert build_span_pipeline("none", None, "svc") is None
+    for kind, endpoint, sink, transport in (
+        ("console", None, SdkSink, None),
+        ("otlp-grpc", "http://127.0.0.1:4317", OtlpSink, GrpcTransport),
+        ("otlp-http", "http://127.0.0.1:4318", OtlpSink, HttpTransport),
     ):
-        provider = build_tracer_provider(kind, endpoint, "svc")  # type: ignore[arg-type]
-        assert isinstance(provider, TracerProvider)
-        assert provider.resource.attributes["service.name"] == "svc"
-        provider.shutdown()
+        pipeline = build_span_pipeline(kind, endpoint, "svc")  # type: ignore[arg-type]
+        assert isinstance(pipeline, SpanPipeline) and isinstance(pipeline.sink, sink)
+        assert not pipeline.synchronous  # export happens off the event path
+        if isinstance(pipeline.sink, OtlpSink):
+            assert isinstance(pipeline.sink.transport, transport)  # type: ignore[arg-type]
+        pipeline.shutdown()
     with pytest.raises(ValueError, match="unknown trace exporter"):
-        build_tracer_provider("jaeger", None, "svc")  # type: ignore[arg-type]
+        build_span_pipeline("jaeger", None, "svc")  # type: ignore[arg-type]
 
 
 def test_otlp_http_endpoint_gets_the_traces_path() -> None:
-    from workers.telemetry.provider import _exporter
+    from workers.telemetry.otlp import HttpTransport
 
-    assert _exporter("otlp-http", "http://c:4318")._endpoint == "http://c:4318/v1/traces"
-    assert _exporter("otlp-http", "http://c:4318/x/v1/traces")._endpoint == (
-        "http://c:4318/x/v1/traces"
-    )
+    assert HttpTransport("http://c:4318").url == "http://c:4318/v1/traces"
+    assert HttpTransport("http://c:4318/x/v1/traces").url == "http://c:4318/x/v1/traces"
+    assert HttpTransport(None).url == "http://localhost:4318/v1/traces"
 
 
 def test_unsampled_parent_passes_through_without_spans(
@@ -246,17 +254,95 @@ def test_unsampled_parent_passes_through_without_spans(
 
 def test_injected_headers_match_the_w3c_propagator(tracing: KafkaTracing) -> None:
     from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace.span import TraceState
 
     ctx = tracing.extract([("traceparent", TRACEPARENT), ("tracestate", b"a=1,b=2")])
     ev = tracing.consume_span("t", 0, 0, None, parent_ctx=ctx)
     with tracing.produce_span("out", ev.ctx) as produced:
+        assert produced.span is not None
+        sc = SpanContext(
+            produced.span.trace_id, produced.span.span_id, False, TraceFlags(1),
+            TraceState.from_header(["a=1,b=2"]),
+        )  # fmt: skip
         carrier: dict[str, str] = {}
         TraceContextTextMapPropagator().inject(
-            carrier, context=trace.set_span_in_context(produced.span)
+            carrier, context=trace.set_span_in_context(NonRecordingSpan(sc))
         )
     ev.end()
     assert produced.headers == {k: v.encode() for k, v in carrier.items()}
     assert tracing.inject(ev.ctx)["traceparent"].decode().split("-")[2] == format(
-        ev.span.get_span_context().span_id, "016x"
+        ev.ctx.span_id, "016x"
     )
+
+
+def test_extract_agrees_with_the_w3c_propagator() -> None:
+    """Valid and invalid traceparents read as the SDK's propagator reads them."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    cases = [
+        TRACEPARENT.decode(),
+        f"00-{TRACE}-{PARENT}-00",
+        f"00-{'0' * 32}-{PARENT}-01",  # all-zero trace id
+        f"00-{TRACE}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{TRACE}-{PARENT}-01",  # version ff
+        f"00-{TRACE}-{PARENT}-01-extra",  # version 00 has exactly four fields
+        f"cc-{TRACE}-{PARENT}-01-future",  # a later version may add fields
+        "00-xyz",
+    ]
+    for header in cases:
+        ours = KafkaTracing.extract([("traceparent", header.encode())])
+        sc = trace.get_current_span(
+            TraceContextTextMapPropagator().extract({"traceparent": header})
+        ).get_span_context()
+        assert ours.valid == sc.is_valid, header
+        if sc.is_valid:
+            assert (ours.trace_id, ours.span_id, ours.sampled, ours.remote) == (
+                sc.trace_id, sc.span_id, sc.trace_flags.sampled, True,
+            ), header  # fmt: skip
+
+
+class _GatedSink:
+    """Holds the pipeline's thread inside ``export`` until the test opens the gate."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.names: list[str] = []
+
+    def export(self, spans: Sequence[SpanData]) -> bool:
+        self.entered.set()
+        assert self.gate.wait(10)
+        self.names += [s.name for s in spans]
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_pipeline_exports_in_order_off_the_event_path_and_counts_drops() -> None:
+    sink, lost = _GatedSink(), []
+    pipeline = SpanPipeline(sink, max_queue=5, max_batch=2, delay_s=60.0, on_drop=lost.append)
+    root = SpanData(EMPTY, "root").context()
+
+    def add(name: str) -> None:
+        span = SpanData(root, name)
+        span.end = span.start
+        pipeline.add(span)
+
+    add("s0")
+    add("s1")  # a full batch wakes the thread, which blocks exporting s0, s1
+    assert sink.entered.wait(10)
+    for i in range(2, 8):  # s2..s6 fill the queue of 5; s7 has no room
+        add(f"s{i}")
+    assert (pipeline.dropped, lost) == (1, [1])
+    sink.gate.set()
+    assert pipeline.force_flush(10)
+    assert sink.names == [f"s{i}" for i in range(7)]
+    assert pipeline.exported == 7
+    pipeline.shutdown()
+    add("late")  # after shutdown: dropped and counted, never exported
+    assert pipeline.dropped == 2 and sink.names[-1] == "s6"
