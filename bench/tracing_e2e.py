@@ -1,10 +1,15 @@
-"""Tracing on versus off, end to end on a live worker: throughput of a flat-out burst through the
+"""Tracing on versus off, end to end on live workers: throughput of flat-out bursts through the
 real Kafka broker, the real worker and the real Triton, with tracing off, on for every event
-(OTLP/gRPC to a collector), and on with 10% and 1% sampling. Runs are interleaved (off, on,
-sampled, off, ...) so drift hits every mode alike; the median of each is reported, and the
-median of each run's ratio to the "off" run of its own round ("paired").
+(OTLP/gRPC to a collector), and on with 10% and 1% sampling.
 
-    .venv/bin/python -m bench.tracing_e2e [--events 3000] [--repeat 3] [--port-base 60000]
+One worker per mode (each on its own topics) is started and warmed up once; then rounds of
+bursts go to each mode's worker in turn (the first mode of a round rotates), while the others
+idle. This machine's speed drifts by tens of percent from minute to minute (a shared VM), so
+many short rounds are compared: the median of each mode, and the median over rounds of each
+burst's throughput ratio to the "off" burst of its own round ("paired": drift cancels).
+
+    .venv/bin/python -m bench.tracing_e2e [--events 1500] [--repeat 12] [--port-base 60000]
+                                          [--modes "off,on (every event)"]
 
 Besides throughput it reports the CPU each part spent per event (from /proc: the worker, Triton,
 Kafka, the collector): on this 2-core machine everything is CPU-bound, so the worker's extra CPU
@@ -90,10 +95,13 @@ async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
     await consumer.seek_to_end(*parts)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     await producer.start()
+    # new conversations every burst: dialogues stay short (n / 200 turns), as in one run; a
+    # dialogue that grows over many bursts makes each turn dearer (its context row grows)
+    tag = uuid.uuid4().hex[:6]
     start = time.time()
     for i in range(n):
         ev = ConversationEvent(
-            f"b-{uuid.uuid4().hex[:12]}", f"conv-{i % 200}", "bench", "u",
+            f"b-{uuid.uuid4().hex[:12]}", f"conv-{tag}-{i % 200}", "bench", "u",
             TEXTS[i % len(TEXTS)].format(n=i), time.time(),
         )  # fmt: skip
         await producer.send(settings.topic_in, ev.to_json(), key=ev.conversation_id.encode())
@@ -135,13 +143,35 @@ def _spans(count_file: Path) -> int:
         return 0
 
 
+def start_worker(
+    mode: str, ports: dict[str, str], keys: Path, otlp_port: int
+) -> tuple[local.WorkerProcess, Settings]:
+    """A worker with ``mode``'s tracing settings on topics of its own, ready and assigned."""
+    uid = uuid.uuid4().hex[:8]
+    env = dict(os.environ) | ports | MODES[mode] | {
+        "INFERSTREAM_APP_ID": f"tr-{uid}",
+        "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
+        "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
+        "INFERSTREAM_TOPIC_POLICIES": f"tr-{uid}.policies",
+        "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
+        "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        "INFERSTREAM_WEB_PORT": str(int(ports["INFERSTREAM_WEB_PORT"]) + list(MODES).index(mode)),
+        "HF_HUB_OFFLINE": "1",
+    }  # fmt: skip
+    settings = settings_from_env(env)
+    asyncio.run(ensure_topics(settings))
+    asyncio.run(publish_policy(settings, "bench", allow_all_policy("bench", 1)))
+    worker = local.WorkerProcess(settings, env, name=f"tracing-{uid}")
+    worker.start()
+    worker.wait_ready()
+    worker.wait_log(local.ASSIGNED)
+    return worker, settings
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=3000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument(
-        "--no-warm-up", dest="warm_up", action="store_false", help="skip the unrecorded first run"
-    )
+    ap.add_argument("--events", type=int, default=1500)
+    ap.add_argument("--repeat", type=int, default=12)
     ap.add_argument("--port-base", type=int, default=60000)
     ap.add_argument("--modes", default=",".join(MODES), help="a subset, comma-separated")
     ap.add_argument("--collector", type=int, help=argparse.SUPPRESS)  # the collector process
@@ -181,67 +211,47 @@ def main() -> None:
         "collector": lambda: collector.pid,
     }
     names = ["off", *[m for m in args.modes.split(",") if m in MODES and m != "off"]]
+    names = ["off", *[m for m in args.modes.split(",") if m in MODES and m != "off"]]
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in names}
+    workers: dict[str, tuple[local.WorkerProcess, Settings]] = {}
     try:
-        # a first, unrecorded run warms the broker's JIT, Triton and the page cache; then each
-        # round starts with a different mode, so no mode always meets the coldest machine
-        schedule = [(-1, "off")] if args.warm_up else []
+        for mode in names:
+            workers[mode] = start_worker(mode, ports, keys, otlp_port)
+        for mode in names:  # warm-up: model, tokenizer, caches, the broker's JIT; not counted
+            asyncio.run(burst(workers[mode][1], 300))
+        time.sleep(3)  # the warm-up's spans exported (every 1 s) before counting
         for r in range(args.repeat):
             shift = r % len(names)
-            schedule += [(r, m) for m in names[shift:] + names[:shift]]
-        for r, mode in schedule:
-            extra = MODES[mode]
-            uid = uuid.uuid4().hex[:8]
-            env = dict(os.environ) | ports | extra | {
-                "INFERSTREAM_APP_ID": f"tr-{uid}",
-                "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
-                "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
-                "INFERSTREAM_TOPIC_POLICIES": f"tr-{uid}.policies",
-                "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
-                "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
-                "HF_HUB_OFFLINE": "1",
-            }  # fmt: skip
-            settings = settings_from_env(env)
-            asyncio.run(ensure_topics(settings))
-            asyncio.run(publish_policy(settings, "bench", allow_all_policy("bench", 1)))
-            worker = local.WorkerProcess(settings, env, name=f"tracing-{uid}")
-            worker.start()
-            try:
-                worker.wait_ready()
-                worker.wait_log(local.ASSIGNED)
-                asyncio.run(burst(settings, 200))  # warm-up: model, tokenizer, caches
-                time.sleep(3)  # the warm-up's spans exported (every 1 s) before counting
+            for mode in names[shift:] + names[:shift]:
+                worker, settings = workers[mode]
                 meter = CpuMeter(others | {"worker": worker.pid}, self_only=())
-                before, cpu0 = _spans(count_file), meter.sample().seconds
+                before, cpu0 = _spans(count_file), meter.sample()
                 seconds, lat = asyncio.run(burst(settings, args.events))
-                time.sleep(3)  # the span pipeline exports every 1 s
-                spans, cpu1 = _spans(count_file) - before, meter.sample().seconds
-            finally:
-                worker.stop()
-            lat.sort()
-            row = {
-                "events_per_s": args.events / seconds,
-                "p50_ms": lat[len(lat) // 2],
-                "p99_ms": lat[int(len(lat) * 0.99) - 1],
-                "spans_per_event": spans / args.events,
-            } | {
-                f"cpu_ms_per_event.{k}": 1000 * (cpu1[k] - cpu0[k]) / args.events
-                for k in cpu1
-                if k in cpu0
-            }
-            if r < 0:
-                print(f"warm-up ({mode}): {row['events_per_s']:.1f} ev/s, not counted")
-                continue
-            rows[mode].append(row)
-            print(
-                f"run {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
-                f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
-                + "  ".join(
-                    f"{k.split('.')[1]} {v:.2f}" for k, v in row.items() if k.startswith("cpu_ms")
+                time.sleep(2)  # the span pipeline exports every 1 s
+                spans, cpu1 = _spans(count_file) - before, meter.sample()
+                lat.sort()
+                used = CpuMeter.usage(cpu0, cpu1, args.events)
+                row = {
+                    "events_per_s": args.events / seconds,
+                    "p50_ms": lat[len(lat) // 2],
+                    "p99_ms": lat[int(len(lat) * 0.99) - 1],
+                    "spans_per_event": spans / args.events,
+                    "steal_pct": used.get("steal_pct") or 0.0,
+                } | {f"cpu_ms_per_event.{k}": v for k, v in used["cpu_ms_per_event"].items()}
+                rows[mode].append(row)
+                print(
+                    f"round {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
+                    f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
+                    + "  ".join(
+                        f"{k.split('.')[1]} {v:.2f}"
+                        for k, v in row.items()
+                        if k.startswith("cpu_ms")
+                    )
+                    + f" (CPU ms/event)  steal {row['steal_pct']:.1f}%"
                 )
-                + " (CPU ms/event)"
-            )
     finally:
+        for worker, _ in workers.values():
+            worker.stop()
         local.triton(services, "stop")
         local.kafka(services, "stop")
         collector.terminate()

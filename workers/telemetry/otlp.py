@@ -25,7 +25,7 @@ from typing import Protocol
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
-from workers.telemetry.spans import SpanData
+from workers.telemetry.spans import SpanData, TraceCtx
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes([i]) for i in range(128)]
 _CACHE_LIMIT = 4096
+_TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64
+# span flags (field 16, fixed32): whether the parent is remote, with and without a Status before
+_FLAGS_LOCAL = b"\x85\x01" + HAS_IS_REMOTE.to_bytes(4, "little")
+_FLAGS_REMOTE = b"\x85\x01" + (HAS_IS_REMOTE | IS_REMOTE).to_bytes(4, "little")
+_UNSET_LOCAL, _UNSET_REMOTE = b"\x7a\x00" + _FLAGS_LOCAL, b"\x7a\x00" + _FLAGS_REMOTE
 
 
 def varint(n: int) -> bytes:
@@ -77,6 +82,21 @@ def key_value(key: str, value: AttributeValue) -> bytes:
     return field(b"\x0a", key.encode()) + field(b"\x12", any_value(value))
 
 
+def _event(event: tuple[str, int, Mapping[str, AttributeValue]]) -> bytes:
+    """A ``Span.events`` field."""
+    name, at, attrs = event
+    body = b"\x09" + _FIXED64(at) + field(b"\x12", name.encode())
+    body += b"".join(field(b"\x1a", key_value(k, v)) for k, v in attrs.items())
+    return field(b"\x5a", body)
+
+
+def _link(link: TraceCtx) -> bytes:
+    """A ``Span.links`` field (its flags say whether the linked span is remote)."""
+    body = b"\x0a\x10" + link.trace_id.to_bytes(16, "big") + b"\x12\x08" + link.span_id.to_bytes(8)
+    flags = HAS_IS_REMOTE | (IS_REMOTE if link.remote else 0)
+    return field(b"\x6a", body + b"\x35" + flags.to_bytes(4, "little"))
+
+
 class Encoder:
     """``SpanData`` → ``ExportTraceServiceRequest`` bytes for one resource and scope."""
 
@@ -89,48 +109,49 @@ class Encoder:
             scope += field(b"\x12", scope_version.encode())
         self._scope = field(b"\x0a", scope)  # ScopeSpans.scope
         self._attrs: dict[tuple[str, object, type], bytes] = {}
-        self._names: dict[str, bytes] = {}
+        self._heads: dict[tuple[str, int], bytes] = {}  # name and kind fields
+        self._trace_id, self._trace_bytes = 0, bytes(16)
 
     def request(self, spans: Sequence[SpanData]) -> bytes:
-        body = b"".join([self._scope, *map(self.span, spans)])
+        return self.wrap([self.span(s) for s in spans])
+
+    def wrap(self, encoded: Sequence[bytes]) -> bytes:
+        """The request around spans already encoded by ``span``."""
+        body = b"".join([self._scope, *encoded])
         resource_spans = self._resource + field(b"\x12", body) + self._schema
         return field(b"\x0a", resource_spans)
 
     def span(self, s: SpanData) -> bytes:
-        """``ScopeSpans.spans`` entry (field 2) holding one ``Span``."""
-        name = self._names.get(s.name)
-        if name is None:
-            name = field(b"\x2a", s.name.encode())
-            if len(self._names) < _CACHE_LIMIT:
-                self._names[s.name] = name
-        parts = [b"\x0a\x10", s.trace_id.to_bytes(16, "big"), b"\x12\x08", s.span_id.to_bytes(8)]
+        """``ScopeSpans.spans`` entry (field 2) holding one ``Span``. Hot: each span of each
+        event passes here, so constant pieces are cached and the common case is one join."""
+        head = self._heads.get((s.name, s.kind))
+        if head is None:
+            head = field(b"\x2a", s.name.encode()) + b"\x30" + varint(s.kind + 1)
+            if len(self._heads) < _CACHE_LIMIT:
+                self._heads[(s.name, s.kind)] = head
+        if s.trace_id != self._trace_id:  # an event's spans share their trace id
+            self._trace_id, self._trace_bytes = s.trace_id, s.trace_id.to_bytes(16, "big")
+        parts = [b"\x0a\x10", self._trace_bytes, b"\x12\x08", s.span_id.to_bytes(8)]
         if s.state:
             parts.append(field(b"\x1a", s.state.encode()))
         if s.parent_id:
             parts += (b"\x22\x08", s.parent_id.to_bytes(8))
-        parts += (name, b"\x30", varint(s.kind + 1), b"\x39", _FIXED64(s.start))
-        parts += (b"\x41", _FIXED64(s.end))
+        parts += (head, _TIMES(0x39, s.start, 0x41, s.end))
         if s.attributes:
             attr = self.attribute
             parts += [attr(k, v) for k, v in s.attributes.items()]
-        for ev_name, ev_time, ev_attrs in s.events or ():
-            event = b"\x09" + _FIXED64(ev_time) + field(b"\x12", ev_name.encode())
-            event += b"".join(field(b"\x1a", key_value(k, v)) for k, v in ev_attrs.items())
-            parts.append(field(b"\x5a", event))
-        for link in s.links or ():
-            body = b"\x0a\x10" + link.trace_id.to_bytes(16, "big")
-            body += b"\x12\x08" + link.span_id.to_bytes(8)
-            flags = HAS_IS_REMOTE | (IS_REMOTE if link.remote else 0)
-            parts.append(field(b"\x6a", body + b"\x35" + flags.to_bytes(4, "little")))
-        if s.status is None:
-            parts.append(b"\x7a\x00")  # the SDK always sends a Status, UNSET by default
+        if s.events:
+            parts += map(_event, s.events)
+        if s.links:
+            parts += map(_link, s.links)
+        if s.status is None:  # the SDK always sends a Status, UNSET by default
+            parts.append(_UNSET_REMOTE if s.parent_remote else _UNSET_LOCAL)
         else:
             code, message = s.status
             status = (field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
-            parts.append(field(b"\x7a", status))
-        flags = HAS_IS_REMOTE | (IS_REMOTE if s.parent_remote else 0)
-        parts += (b"\x85\x01", flags.to_bytes(4, "little"))
-        return field(b"\x12", b"".join(parts))
+            parts += (field(b"\x7a", status), _FLAGS_REMOTE if s.parent_remote else _FLAGS_LOCAL)
+        body = b"".join(parts)
+        return b"\x12" + varint(len(body)) + body
 
     def attribute(self, key: str, value: AttributeValue) -> bytes:
         """A ``Span.attributes`` field; strings and bools (the repeated ones) are cached."""
@@ -250,18 +271,20 @@ def _check_partial_success(reply: bytes) -> None:
 
 
 class OtlpSink:
-    """Encodes batches with ``Encoder`` and sends them with ``transport``, retrying what the spec
-    calls retryable with backoff (0.5 s doubling, ±50 % jitter, honouring Retry-After) until
+    """Encodes each span as it ends (``prepare``, on the caller's thread: a few µs, and no
+    object kept), then sends batches of them with ``transport``, retrying what the spec calls
+    retryable with backoff (0.5 s doubling, ±50 % jitter, honouring Retry-After) until
     ``timeout_s`` has passed; ``shutdown`` cuts a retry wait short."""
 
     def __init__(self, encoder: Encoder, transport: Transport, *, timeout_s: float = 10.0):
         self.encoder, self.transport, self.timeout_s = encoder, transport, timeout_s
+        self.prepare = encoder.span
         self._stop = threading.Event()
         self._last_log = 0.0
         self._failed_since_log = 0
 
-    def export(self, spans: Sequence[SpanData]) -> bool:
-        body = self.encoder.request(spans)
+    def export(self, spans: Sequence[bytes]) -> bool:
+        body = self.encoder.wrap(spans)
         deadline = time.monotonic() + self.timeout_s
         delay = 0.5
         while True:

@@ -71,6 +71,10 @@ class SdkSink:
         self.exporter, self.resource = exporter, resource
         self.scope = InstrumentationScope(INSTRUMENTATION)
 
+    @staticmethod
+    def prepare(span: SpanData) -> SpanData:
+        return span
+
     def export(self, spans: Sequence[SpanData]) -> bool:
         result = self.exporter.export([self.readable(s) for s in spans])
         return result is SpanExportResult.SUCCESS

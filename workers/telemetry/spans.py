@@ -5,10 +5,11 @@ create and end one span and its OTLP encoder ~60 µs to encode it; an event has 
 tracing every event cost ~1.1 ms of CPU per event (bench/tracing.py). Here a span is one slotted
 object (``SpanData``: ids, name, kind, times, attributes, links, status, events), made and ended
 in a few microseconds, and a ``SpanPipeline`` queues finished spans for a background thread that
-hands them in batches to a ``Sink``: OTLP encoded straight from these records (``otlp.OtlpSink``)
-or converted to the SDK's ``ReadableSpan`` for any SDK ``SpanExporter`` (``provider.SdkSink``:
-console, in-memory). The meanings are the SDK's: parent-based sampling with the SDK's trace-id
-ratio bound, W3C ids, the SDK's status codes and span kinds.
+hands them in batches to a ``Sink``: OTLP encoded straight from these records as each ends
+(``otlp.OtlpSink``: small slices of work on the event loop instead of multi-millisecond batches
+that hold the GIL), or converted to the SDK's ``ReadableSpan`` for any SDK ``SpanExporter``
+(``provider.SdkSink``: console, in-memory). The meanings are the SDK's: parent-based sampling
+with the SDK's trace-id ratio bound, W3C ids, the SDK's status codes and span kinds.
 
 The queue is bounded: when the exporter falls behind, new spans are dropped and counted
 (``dropped``, and ``on_drop``), never buffered without limit and never waited for on the event
@@ -25,7 +26,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
@@ -142,9 +143,13 @@ def new_trace_id() -> int:
 
 
 class Sink(Protocol):
-    """Where batches of finished spans go; ``export`` is called from the pipeline's thread."""
+    """Where finished spans go: ``prepare`` turns one into what is queued (on the thread that
+    ends it: an encoder's bytes, or the span itself), ``export`` takes a batch of those (on the
+    pipeline's thread)."""
 
-    def export(self, spans: Sequence[SpanData]) -> bool: ...
+    def prepare(self, span: SpanData) -> Any: ...
+
+    def export(self, items: Sequence[Any]) -> bool: ...
 
     def shutdown(self) -> None: ...
 
@@ -176,9 +181,11 @@ class SpanPipeline:
         self.on_drop = on_drop
         self.dropped = self.exported = self.failed = 0
         self._room = 0 if synchronous else max_queue  # spans the queue takes; 0 once closed
-        self._queue: deque[SpanData] = deque()
+        self._prepare = sink.prepare
+        self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._flushes: list[threading.Event] = []
+        self._flush_lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
         if not synchronous:
@@ -193,11 +200,11 @@ class SpanPipeline:
         """A finished span (the event path: no lock, no wait)."""
         queue = self._queue
         if len(queue) < self._room:
-            queue.append(span)
+            queue.append(self._prepare(span))
             if len(queue) == self.max_batch:
                 self._wake.set()
         elif self.synchronous and not self._closed:
-            self._export([span])
+            self._export([self._prepare(span)])
         else:  # full, or shut down
             self._drop(1)
 
@@ -207,10 +214,11 @@ class SpanPipeline:
 
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         """Export every queued span; True when done within ``timeout_s``."""
-        if self._thread is None:
-            return True
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue
         done = threading.Event()
-        self._flushes.append(done)
+        with self._flush_lock:
+            self._flushes.append(done)
         self._wake.set()
         return done.wait(timeout_s)
 
@@ -230,7 +238,8 @@ class SpanPipeline:
         while True:
             wake.wait(self.delay_s)
             wake.clear()
-            flushes, self._flushes = self._flushes, []
+            with self._flush_lock:
+                flushes, self._flushes = self._flushes, []
             while queue:
                 batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                 self._export(batch)
@@ -239,7 +248,7 @@ class SpanPipeline:
             if self._closed and not queue:
                 return
 
-    def _export(self, spans: list[SpanData]) -> None:
+    def _export(self, spans: list[Any]) -> None:
         try:
             ok = self.sink.export(spans)
         except Exception:  # a sink bug must not stop tracing (nor the worker)

@@ -125,12 +125,12 @@ def test_export_retries_only_what_is_retryable(
     transport = _Transport([], errors)
     sink = OtlpSink(Encoder(RESOURCE, INSTRUMENTATION), transport, timeout_s=5)
     span = SpanData(EMPTY, "x")
-    assert sink.export([span]) is ok
+    assert sink.export([sink.prepare(span)]) is ok
     assert transport.calls == calls
 
 
 def test_export_gives_up_at_its_deadline() -> None:
     transport = _Transport([], [ExportError("down", retryable=True)] * 100)
     sink = OtlpSink(Encoder(RESOURCE, INSTRUMENTATION), transport, timeout_s=0.3)
-    assert sink.export([SpanData(EMPTY, "x")]) is False
+    assert sink.export([sink.prepare(SpanData(EMPTY, "x"))]) is False
     assert 1 <= transport.calls <= 3
