@@ -3,10 +3,10 @@ real Kafka broker, the real worker and the real Triton, with tracing off, on for
 (OTLP/gRPC to a collector), and on with 10% and 1% sampling.
 
 One worker per mode (each on its own topics) is started and warmed up once; then rounds of
-bursts go to each mode's worker in turn (the first mode of a round rotates), while the others
-idle. This machine's speed drifts by tens of percent from minute to minute (a shared VM), so
-many short rounds are compared: the median of each mode, and the median over rounds of each
-burst's throughput ratio to the "off" burst of its own round ("paired": drift cancels).
+bursts go to each mode's worker in turn (in a random order each round), while the others idle.
+This machine's speed drifts by tens of percent from minute to minute (a shared VM), so many short
+rounds are compared: the median of each mode, and the median over rounds of each burst's
+throughput ratio to the "off" burst of its own round ("paired": drift cancels).
 
     .venv/bin/python -m bench.tracing_e2e [--events 1500] [--repeat 12] [--port-base 60000]
                                           [--modes "off,on (every event)"]
@@ -16,9 +16,11 @@ Kafka, the collector): on this 2-core machine everything is CPU-bound, so the wo
 per event is what tracing costs inferstream, and the collector's is what the spans cost whoever
 receives them (a separate machine or sidecar in production, the same 2 cores here).
 
-The collector is an OTLP/gRPC TraceService in its own process (``--collector PORT``) that counts
-spans and drops them (what a Collector's receiver does before its pipeline). Prints a table and
-writes bench/out/tracing_e2e.json. The issue's target: tracing on costs under 5% of throughput.
+The collector is an OTLP/gRPC TraceService in its own process (``--collector PORT``) that
+acknowledges each export without decoding it and counts its bytes; spans are counted by the
+workers themselves (``inferstream_spans_exported_total``: spans the receiver acknowledged).
+Prints a table and writes bench/out/tracing_e2e.json. The issue's target: tracing on costs under
+5% of throughput.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from concurrent import futures
 from pathlib import Path
@@ -39,7 +43,6 @@ from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from bench.cpu import CpuMeter, pid_file
 from bench.stack import settings_from_env
@@ -49,6 +52,8 @@ from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
 from workers.provenance.keys import generate_key_file
+from workers.telemetry.exposition import Scrape, parse_exposition
+from workers.telemetry.otlp import GRPC_METHOD
 
 OUT = REPO_ROOT / "bench" / "out"
 TEXTS = [
@@ -59,6 +64,8 @@ TEXTS = [
 ]
 MODES = {
     "off": {"INFERSTREAM_TRACING_EXPORTER": "none"},
+    # an A/A control: a second worker with tracing off measures the bench's own bias and noise
+    "off (control)": {"INFERSTREAM_TRACING_EXPORTER": "none"},
     "on (every event)": {"INFERSTREAM_TRACING_EXPORTER": "otlp-grpc"},
     "on (10% sampled)": {
         "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
@@ -68,19 +75,18 @@ MODES = {
         "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
         "INFERSTREAM_TRACING_SAMPLE_RATIO": "0.01",
     },
+    # diagnostics (not in the default set): tracing on, no trace sampled, with and without the
+    # OTLP/gRPC channel: what being on costs before any span is made
+    "on (0% sampled)": {
+        "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
+        "INFERSTREAM_TRACING_SAMPLE_RATIO": "0",
+    },
+    "on (0% sampled) console": {
+        "INFERSTREAM_TRACING_EXPORTER": "console",
+        "INFERSTREAM_TRACING_SAMPLE_RATIO": "0",
+    },
 }
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.spans = 0
-        self.lock = threading.Lock()
-
-    def Export(self, request: Any, context: Any) -> Any:
-        n = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
-        with self.lock:
-            self.spans += n
-        return trace_service_pb2.ExportTraceServiceResponse()
+DEFAULT_MODES = ("off", "off (control)", "on (every event)", "on (10% sampled)", "on (1% sampled)")
 
 
 async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
@@ -123,24 +129,45 @@ async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
 
 
 def serve_collector(port: int, count_file: Path) -> None:
-    """The collector process: counts spans, writes the running count to ``count_file``."""
+    """The collector process: acknowledges each OTLP/gRPC export as it arrives, without decoding
+    it (decoding and storing are the receiving side's cost, not the worker's: a separate machine
+    or sidecar in production), and writes the running byte count to ``count_file``."""
+    received = [0]
+    lock = threading.Lock()
+
+    def export(body: bytes, context: Any) -> bytes:
+        with lock:
+            received[0] += len(body)
+        return b""  # an empty ExportTraceServiceResponse: every span accepted
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    collector = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
+    service, method = GRPC_METHOD.strip("/").rsplit("/", 1)
+    handler = grpc.unary_unary_rpc_method_handler(export)  # bytes in, bytes out
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),)
+    )
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     while True:
         staging = count_file.with_suffix(".tmp")
-        staging.write_text(str(collector.spans))
+        staging.write_text(str(received[0]))
         staging.replace(count_file)  # atomic: a reader never sees a half-written count
         time.sleep(0.2)
 
 
-def _spans(count_file: Path) -> int:
+def _received(count_file: Path) -> int:
     try:
         return int(count_file.read_text() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def _exported(settings: Settings) -> float:
+    """The worker's ``inferstream_spans_exported_total`` (spans its receiver acknowledged)."""
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        samples = parse_exposition(reply.read().decode())
+    return Scrape(samples, time.monotonic()).total("inferstream_spans_exported_total")
 
 
 def start_worker(
@@ -173,7 +200,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1500)
     ap.add_argument("--repeat", type=int, default=12)
     ap.add_argument("--port-base", type=int, default=60000)
-    ap.add_argument("--modes", default=",".join(MODES), help="a subset, comma-separated")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated")
+    ap.add_argument("--seed", type=int, default=8, help="of the random order of each round")
     ap.add_argument("--collector", type=int, help=argparse.SUPPRESS)  # the collector process
     ap.add_argument("--count-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -220,15 +248,18 @@ def main() -> None:
         for mode in names:  # warm-up: model, tokenizer, caches, the broker's JIT; not counted
             asyncio.run(burst(workers[mode][1], 300))
         time.sleep(3)  # the warm-up's spans exported (every 1 s) before counting
+        order = random.Random(args.seed)
         for r in range(args.repeat):
-            shift = r % len(names)
-            for mode in names[shift:] + names[:shift]:
+            # a fresh random order each round: no mode always follows the same one (the tail of
+            # a burst, e.g. its spans' export, would always land on the same successor)
+            for mode in order.sample(names, len(names)):
                 worker, settings = workers[mode]
                 meter = CpuMeter(others | {"worker": worker.pid}, self_only=())
-                before, cpu0 = _spans(count_file), meter.sample()
+                spans0, bytes0, cpu0 = _exported(settings), _received(count_file), meter.sample()
                 seconds, lat = asyncio.run(burst(settings, args.events))
                 time.sleep(2)  # the span pipeline exports every 1 s
-                spans, cpu1 = _spans(count_file) - before, meter.sample()
+                cpu1 = meter.sample()
+                spans, sent = _exported(settings) - spans0, _received(count_file) - bytes0
                 lat.sort()
                 used = CpuMeter.usage(cpu0, cpu1, args.events)
                 row = {
@@ -236,6 +267,7 @@ def main() -> None:
                     "p50_ms": lat[len(lat) // 2],
                     "p99_ms": lat[int(len(lat) * 0.99) - 1],
                     "spans_per_event": spans / args.events,
+                    "otlp_bytes_per_event": sent / args.events,
                     "steal_pct": used.get("steal_pct") or 0.0,
                 } | {f"cpu_ms_per_event.{k}": v for k, v in used["cpu_ms_per_event"].items()}
                 rows[mode].append(row)

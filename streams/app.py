@@ -193,6 +193,7 @@ def create_app(
         resource_attributes={"service.instance.id": worker_id},
         headers=settings.tracing_header_map(),
         on_drop=metrics.spans_dropped,
+        on_export=metrics.spans_exported,
     )
     tracing = KafkaTracing(spans, consumer_group=settings.app_id)
     handler = conversations.ConversationHandler(

@@ -18,6 +18,7 @@
 | ``inferstream_triton_errors_total`` | counter | kind | failed Triton calls by error kind |
 | ``inferstream_table_entries`` | gauge | table | keys held by each table |
 | ``inferstream_event_cost_usd`` | histogram | tenant, backend | compute cost of one event |
+| ``inferstream_spans_exported_total`` | counter | | trace spans handed to the exporter's receiver |
 | ``inferstream_spans_dropped_total`` | counter | | trace spans lost (queue full, export failed) |
 
 Label values should come from small, fixed sets (topics, stage names, reason codes, tenants);
@@ -109,6 +110,9 @@ class Metrics:
             f"{p}_event_cost_usd", "Compute cost of one event (USD).", ["tenant", "backend"],
             buckets=COST_BUCKETS, registry=r,
         )  # fmt: skip
+        self.spans_sent = Counter(
+            f"{p}_spans_exported", "Trace spans exported (accepted by the receiver).", registry=r
+        )
         self.spans_lost = Counter(
             f"{p}_spans_dropped", "Trace spans lost: export queue full or export failed.",
             registry=r,
@@ -183,6 +187,10 @@ class Metrics:
 
     def observe_cost(self, tenant: str, backend: str, usd: float) -> None:
         self._child(self.cost, tenant, backend).observe(usd)
+
+    def spans_exported(self, n: int) -> None:
+        """Called by the span pipeline's thread after each successful export of ``n`` spans."""
+        self.spans_sent.inc(n)
 
     def spans_dropped(self, n: int) -> None:
         """Called by the span pipeline (from its thread too) when it loses ``n`` spans."""

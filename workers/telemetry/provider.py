@@ -33,6 +33,7 @@ def build_span_pipeline(
     resource_attributes: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     on_drop: Callable[[int], None] | None = None,
+    on_export: Callable[[int], None] | None = None,
 ) -> SpanPipeline | None:
     """The pipeline for ``exporter``; ``None`` for "none" (callers then trace with a no-op).
 
@@ -61,7 +62,10 @@ def build_span_pipeline(
             f"unknown trace exporter {exporter!r} (none, console, otlp-grpc, otlp-http)"
         )
     synchronous = not batch if batch is not None else span_exporter is not None
-    return SpanPipeline(sink, sample_ratio=sample_ratio, synchronous=synchronous, on_drop=on_drop)
+    return SpanPipeline(
+        sink, sample_ratio=sample_ratio, synchronous=synchronous, on_drop=on_drop,
+        on_export=on_export,
+    )  # fmt: skip
 
 
 class SdkSink:

@@ -13,7 +13,7 @@ with the SDK's trace-id ratio bound, W3C ids, the SDK's status codes and span ki
 
 The queue is bounded: when the exporter falls behind, new spans are dropped and counted
 (``dropped``, and ``on_drop``), never buffered without limit and never waited for on the event
-path.
+path. Exported spans are counted too (``exported``, ``on_export``).
 """
 
 from __future__ import annotations
@@ -172,13 +172,14 @@ class SpanPipeline:
         max_batch: int = 512,
         delay_s: float = 1.0,
         on_drop: Callable[[int], None] | None = None,
+        on_export: Callable[[int], None] | None = None,
     ) -> None:
         self.sink = sink
         self.sample_ratio = sample_ratio
         self._bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
         self.synchronous = synchronous
         self.max_queue, self.max_batch, self.delay_s = max_queue, max_batch, delay_s
-        self.on_drop = on_drop
+        self.on_drop, self.on_export = on_drop, on_export
         self.dropped = self.exported = self.failed = 0
         self._room = 0 if synchronous else max_queue  # spans the queue takes; 0 once closed
         self._prepare = sink.prepare
@@ -256,6 +257,8 @@ class SpanPipeline:
             ok = False
         if ok:
             self.exported += len(spans)
+            if self.on_export is not None:
+                self.on_export(len(spans))
         else:
             self.failed += len(spans)
             self._drop(len(spans))

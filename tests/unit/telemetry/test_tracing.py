@@ -328,8 +328,10 @@ class _GatedSink:
 
 
 def test_pipeline_exports_in_order_off_the_event_path_and_counts_drops() -> None:
-    sink, lost = _GatedSink(), []
-    pipeline = SpanPipeline(sink, max_queue=5, max_batch=2, delay_s=60.0, on_drop=lost.append)
+    sink, lost, sent = _GatedSink(), [], []
+    pipeline = SpanPipeline(
+        sink, max_queue=5, max_batch=2, delay_s=60.0, on_drop=lost.append, on_export=sent.append
+    )
     root = SpanData(EMPTY, "root").context()
 
     def add(name: str) -> None:
@@ -346,7 +348,7 @@ def test_pipeline_exports_in_order_off_the_event_path_and_counts_drops() -> None
     sink.gate.set()
     assert pipeline.force_flush(10)
     assert sink.names == [f"s{i}" for i in range(7)]
-    assert pipeline.exported == 7
+    assert pipeline.exported == sum(sent) == 7
     pipeline.shutdown()
     add("late")  # after shutdown: dropped and counted, never exported
     assert pipeline.dropped == 2 and sink.names[-1] == "s6"
