@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -180,7 +180,7 @@ class SpanPipeline:
         self.synchronous = synchronous
         self.max_queue, self.max_batch, self.delay_s = max_queue, max_batch, delay_s
         self.on_drop, self.on_export = on_drop, on_export
-        self.dropped = self.exported = self.failed = 0
+        self.dropped = self.exported = 0
         self._room = 0 if synchronous else max_queue  # spans the queue takes; 0 once closed
         self._prepare = sink.prepare
         self._queue: deque[Any] = deque()
@@ -209,9 +209,20 @@ class SpanPipeline:
         else:  # full, or shut down
             self._drop(1)
 
-    def add_all(self, spans: Iterable[SpanData]) -> None:
-        for span in spans:
-            self.add(span)
+    def end(
+        self,
+        span: SpanData,
+        error: BaseException | None = None,
+        *,
+        at: int | None = None,
+        record: bool = True,
+    ) -> None:
+        """End ``span`` now (or ``at``), failed by ``error`` if any (``record``: with its
+        exception event), and ``add`` it."""
+        span.end = time.time_ns() if at is None else at
+        if error is not None:
+            span.fail(error, record=record)
+        self.add(span)
 
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         """Export every queued span; True when done within ``timeout_s``."""
@@ -260,7 +271,6 @@ class SpanPipeline:
             if self.on_export is not None:
                 self.on_export(len(spans))
         else:
-            self.failed += len(spans)
             self._drop(len(spans))
 
     def _drop(self, n: int) -> None:

@@ -24,7 +24,6 @@ probability ``sample_ratio`` (the SDK's trace-id ratio rule), and an unsampled o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
@@ -76,11 +75,7 @@ class _Ends(AbstractContextManager[T], Generic[T]):
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        span = self.span
-        span.end = time.time_ns()
-        if exc is not None:
-            span.fail(exc)
-        self.pipeline.add(span)
+        self.pipeline.end(self.span, exc)
 
 
 @dataclass(slots=True)
@@ -93,13 +88,8 @@ class EventSpan:
     pipeline: SpanPipeline | None = None
 
     def end(self, error: BaseException | None = None) -> None:
-        span = self.span
-        if span is None or self.pipeline is None:
-            return
-        span.end = time.time_ns()
-        if error is not None:
-            span.fail(error)
-        self.pipeline.add(span)
+        if self.span is not None and self.pipeline is not None:
+            self.pipeline.end(self.span, error)
 
     def __enter__(self) -> EventSpan:
         return self
@@ -179,19 +169,13 @@ class _Batch(AbstractContextManager[BatchSpan]):
     ) -> None:
         span = self.batch.span
         assert span is not None
-        span.end = end = time.time_ns()
-        if exc is not None:
-            span.fail(exc)
-        add = self.pipeline.add
-        add(span)
+        end = self.pipeline.end
+        end(span, exc)
         if self.per_event:
             link, attrs = [self.batch.ctx], self.batch.attributes
             for ctx in self.contexts:
                 copy = SpanData(ctx, span.name, INTERNAL, span.start, dict(attrs), link)
-                copy.end = end
-                if exc is not None:
-                    copy.fail(exc, record=False)
-                add(copy)
+                end(copy, exc, at=span.end, record=False)
 
 
 class KafkaTracing:
@@ -272,8 +256,7 @@ class KafkaTracing:
         """A finished child span of ``ctx`` from ``start_ns`` to ``end_ns`` (``time.time_ns``)."""
         if self.pipeline is not None and ctx.recording:
             span = SpanData(ctx, name, INTERNAL, start_ns, attrs or None)
-            span.end = end_ns
-            self.pipeline.add(span)
+            self.pipeline.end(span, at=end_ns)
 
     def batch_span(
         self,
