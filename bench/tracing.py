@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.otlp import Encoder
-from workers.telemetry.spans import CLIENT, SpanData
+from workers.telemetry.spans import CLIENT, Child, SpanData
 from workers.telemetry.tracing import ATTR_BACKEND, INSTRUMENTATION, KafkaTracing, SpanPipeline
 
 TOPIC_IN, TOPIC_OUT = "conversations.in", "conversations.out"
@@ -49,21 +49,22 @@ Work = Callable[[dict[str, object], str], bytes]
 
 
 class NullSink:
-    """Counts spans, optionally encodes them to OTLP protobuf (the worker's encoder), and sends
-    nothing."""
+    """Optionally encodes spans to OTLP protobuf (the worker's encoder); sends nothing."""
 
     def __init__(self, encode: bool) -> None:
-        self.spans, self.bytes = 0, 0
+        self.bytes = 0
         resource = Resource.create({SERVICE_NAME: "bench"})
         self.encoder = Encoder(resource, INSTRUMENTATION) if encode else None
 
     def prepare(self, span: SpanData) -> bytes | SpanData:
         return self.encoder.span(span) if self.encoder is not None else span
 
-    def export(self, spans: Sequence[bytes | SpanData]) -> bool:
+    def prepare_event(self, span: SpanData, children: Sequence[Child]) -> bytes | SpanData:
+        return self.encoder.event(span, children) if self.encoder is not None else span
+
+    def export(self, items: Sequence[bytes | SpanData]) -> bool:
         if self.encoder is not None:
-            self.bytes += len(self.encoder.wrap(spans))  # type: ignore[arg-type]
-        self.spans += len(spans)
+            self.bytes += len(self.encoder.wrap(items))  # type: ignore[arg-type]
         return True
 
     def shutdown(self) -> None:
@@ -135,22 +136,22 @@ def pipeline(t: KafkaTracing | None, records: list[Record], batch: int, work: Wo
         events = []
         for offset, (key, value, headers) in enumerate(chunk, start):
             ev = t.consume_span(TOPIC_IN, 0, offset, key, "bench", t.extract(headers))
-            with t.stage("decode", ev.ctx):
+            with t.stage("decode", ev):
                 event = orjson.loads(value)
-            with t.stage("context", ev.ctx):
+            with t.stage("context", ev):
                 pass
-            with t.stage("policy", ev.ctx):
+            with t.stage("policy", ev):
                 pass
             events.append((ev, event, key))
         now = time.time_ns()
         for ev, _, _ in events:
-            t.record("batch_wait", ev.ctx, now - 1000, now)
-        with t.batch_span("inference", [e.ctx for e, _, _ in events], kind=CLIENT) as b:
+            t.record("batch_wait", ev, now - 1000, now)
+        with t.batch_span("inference", [e for e, _, _ in events], kind=CLIENT) as b:
             b.set(ATTR_BACKEND, "openvino-fp32")
         for ev, event, key in events:
-            with t.stage("filter", ev.ctx), t.stage("watermark", ev.ctx):
+            with t.stage("filter", ev), t.stage("watermark", ev):
                 out = work(event, t.trace_id(ev.ctx))
-            with t.produce_span(TOPIC_OUT, ev.ctx, key=key) as produced:
+            with t.produce_span(TOPIC_OUT, ev, key=key) as produced:
                 _ = (out, produced.headers)
             ev.end()
 
@@ -229,9 +230,9 @@ def main() -> int:
         best, median = min(runs) * 1e6, statistics.median(runs) * 1e6
         line = f"  {name:<26} best {best:7.1f} us  median {median:7.1f} us"
         if name in pipelines:
-            spans_to, sink = pipelines[name]
+            spans_to = pipelines[name][0]
             spans_to.shutdown()
-            spans = sink.spans / (n * args.repeat + batch)
+            spans = spans_to.exported / (n * args.repeat + batch)
             line += f"  added {added[name] * 1e6:+6.1f} us ({100 * added[name] / off:+5.1f}%)"
             line += f"  {spans:.2f} spans/event"
         print(line)

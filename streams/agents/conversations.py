@@ -43,10 +43,9 @@ from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_MODEL_NAME,
     ATTR_MODEL_VERSION,
-    EMPTY,
+    NOT_TRACED,
     EventSpan,
     KafkaTracing,
-    TraceCtx,
 )
 
 log = logging.getLogger(__name__)
@@ -87,10 +86,10 @@ class Classified:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    """What waits in the micro-batcher: the text, its event's trace context, when it came."""
+    """What waits in the micro-batcher: the text, its event's trace, when it came."""
 
     text: str
-    ctx: TraceCtx
+    span: EventSpan
     submitted_ns: int
 
 
@@ -165,7 +164,7 @@ class ConversationHandler:
             rec.topic, rec.partition, rec.offset, rec.key, parent_ctx=tracing.extract(rec.headers)
         )
         try:
-            with tracing.stage("decode", span.ctx):
+            with tracing.stage("decode", span):
                 event = decode_conversation(
                     rec.value,
                     max_text_bytes=self.settings.max_text_bytes,
@@ -177,12 +176,12 @@ class ConversationHandler:
         if event.event_id in inflight or part.get(DEDUPE, event.event_id.encode()) is not None:
             return _done(Duplicate(event, span))
         inflight.add(event.event_id)
-        with tracing.stage("policy", span.ctx):
+        with tracing.stage("policy", span):
             access = self.governor.admit(event.tenant, event.metadata)
         if not access.allowed:
             return _done(Denied(event, access, span))
         fetched_at = self.clock()
-        item = _Item(event.text, span.ctx, time.time_ns())
+        item = _Item(event.text, span, time.time_ns())
         future = self.batcher.submit(event.conversation_id, item)
         return asyncio.ensure_future(self._classified(event, access, future, fetched_at, span))
 
@@ -190,11 +189,11 @@ class ConversationHandler:
         """One batch: its events' batch_wait spans end here, one inference span covers it."""
         tracing, now = self.tracing, time.time_ns()
         for item in items:
-            tracing.record("batch_wait", item.ctx, item.submitted_ns, now)
+            tracing.record("batch_wait", item.span, item.submitted_ns, now)
         with (
             self.metrics.inflight(),
             self.metrics.time_stage("inference"),
-            tracing.batch_span("inference", [i.ctx for i in items]) as span,
+            tracing.batch_span("inference", [i.span for i in items]) as span,
         ):
             predictions = await self.classifier.classify([i.text for i in items])
             first = predictions[0]
@@ -230,7 +229,7 @@ class ConversationHandler:
         if isinstance(outcome, BaseException):  # prepare failed unexpectedly
             await self.fail(rec, outcome, part)
             return
-        span = outcome.span or EventSpan(None, EMPTY)
+        span = outcome.span or NOT_TRACED
         try:
             await self._finish(rec, outcome, part, span)
         except BaseException as exc:
@@ -265,7 +264,7 @@ class ConversationHandler:
                 await self.outputs.send(part, rec, event, released, None, None, span=span)
                 await self._remember(part, event)
             case Classified(event, access, prediction, fetched_at):
-                with self.tracing.stage("context", span.ctx):
+                with self.tracing.stage("context", span):
                     selection = await self._context(part, event, prediction)
                 model = ModelRef(
                     prediction.model_name, prediction.model_version, prediction.backend
@@ -278,7 +277,7 @@ class ConversationHandler:
                         trace_id=self.tracing.trace_id(span.ctx),
                         safety_score=prediction.safety_score,
                         entities=prediction.entities,
-                        stage=lambda name: self.tracing.stage(name, span.ctx),
+                        stage=lambda name: self.tracing.stage(name, span),
                     )
                 if released.decision is not None:
                     self.metrics.filter_decision(released.decision.action)

@@ -92,7 +92,7 @@ class ConversationOutputs:
         key = ev.conversation_id.encode()
         self.metrics.event_out(self.settings.topic_out)
         self.metrics.observe_e2e(max(0.0, now - ev.ts))
-        with self.tracing.produce_span(self.settings.topic_out, span.ctx, key=key) as produced:
+        with self.tracing.produce_span(self.settings.topic_out, span, key=key) as produced:
             headers |= produced.headers  # traceparent: downstream consumers continue the trace
             await part.send(
                 self.settings.topic_out, key, result.to_json(), headers | env.to_headers()

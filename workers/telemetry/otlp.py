@@ -25,7 +25,7 @@ from typing import Protocol
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
-from workers.telemetry.spans import SpanData, TraceCtx
+from workers.telemetry.spans import Child, Shared, SpanData, TraceCtx, child_span, new_span_id
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ HAS_IS_REMOTE, IS_REMOTE = 0x100, 0x200  # SpanFlags: the SDK always says whethe
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes([i]) for i in range(128)]
+_bits = random.getrandbits
 _CACHE_LIMIT = 4096
 _TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64
 # span flags (field 16, fixed32): whether the parent is remote, with and without a Status before
@@ -109,8 +110,13 @@ class Encoder:
             scope += field(b"\x12", scope_version.encode())
         self._scope = field(b"\x0a", scope)  # ScopeSpans.scope
         self._attrs: dict[tuple[str, object, type], bytes] = {}
+        self._keys: dict[str, bytes] = {}  # KeyValue.key fields
+        self._stage_heads: dict[str, bytes] = {}  # INTERNAL spans' name and kind fields
+        self._shared: dict[int, tuple[Shared, bytes]] = {}
         self._heads: dict[tuple[str, int], bytes] = {}  # name and kind fields
         self._trace_id, self._trace_bytes = 0, bytes(16)
+        self._shared_links: object = None  # the last batch copy's links, and its encoded
+        self._shared_bytes = b""  # attributes and links
 
     def request(self, spans: Sequence[SpanData]) -> bytes:
         return self.wrap([self.span(s) for s in spans])
@@ -126,9 +132,7 @@ class Encoder:
         event passes here, so constant pieces are cached and the common case is one join."""
         head = self._heads.get((s.name, s.kind))
         if head is None:
-            head = field(b"\x2a", s.name.encode()) + b"\x30" + varint(s.kind + 1)
-            if len(self._heads) < _CACHE_LIMIT:
-                self._heads[(s.name, s.kind)] = head
+            head = self._head(s.name, s.kind)
         if s.trace_id != self._trace_id:  # an event's spans share their trace id
             self._trace_id, self._trace_bytes = s.trace_id, s.trace_id.to_bytes(16, "big")
         parts = [b"\x0a\x10", self._trace_bytes, b"\x12\x08", s.span_id.to_bytes(8)]
@@ -137,6 +141,8 @@ class Encoder:
         if s.parent_id:
             parts += (b"\x22\x08", s.parent_id.to_bytes(8))
         parts += (head, _TIMES(0x39, s.start, 0x41, s.end))
+        if s.shared:
+            parts.append(self.shared(s.shared))
         if s.attributes:
             attr = self.attribute
             parts += [attr(k, v) for k, v in s.attributes.items()]
@@ -153,8 +159,96 @@ class Encoder:
         body = b"".join(parts)
         return b"\x12" + varint(len(body)) + body
 
+    def event(self, span: SpanData, children: Sequence[Child]) -> bytes:
+        """An event's span and its ``children`` (child spans of it), as consecutive
+        ``ScopeSpans.spans`` entries: children first, in order, then the event's span. The
+        pieces every child shares (trace id, tracestate, parent id) are made once, and the
+        common child (a stage: no attributes, links or error) is one join."""
+        out = []
+        if children:
+            state = field(b"\x1a", span.state.encode()) if span.state else b""
+            trace = b"\x0a\x10" + span.trace_id.to_bytes(16) + b"\x12\x08"  # ... its span id
+            under = state + b"\x22\x08" + span.span_id.to_bytes(8)
+            heads, bits, times, unset = self._stage_heads, _bits, _TIMES, _UNSET_LOCAL
+            for c in children:
+                name, kind, start, end, shared, attrs, links, error, span_id = c
+                if kind or error is not None or links is not None or shared is not None or attrs:
+                    out.append(self._child(c, span, trace, under))
+                    continue
+                head = heads.get(name)
+                if head is None:
+                    head = self._head(name, kind)
+                body = b"".join((
+                    trace, (span_id or bits(64) or new_span_id()).to_bytes(8), under, head,
+                    times(0x39, start, 0x41, end), unset,
+                ))  # fmt: skip
+                n = len(body)
+                out.append((b"\x12" + _SMALL[n] if n < 128 else b"\x12" + varint(n)) + body)
+        out.append(self.span(span))
+        return b"".join(out)
+
+    def _child(self, c: Child, parent: SpanData, trace: bytes, under: bytes) -> bytes:
+        name, kind, start, end, shared, attrs, links, error, span_id = c
+        if error is not None and not isinstance(error, tuple):  # rare: an exception event
+            return self.span(child_span(parent.context(), c))
+        head = self._heads.get((name, kind))
+        if head is None:
+            head = self._head(name, kind)
+        parts = [
+            trace, (span_id or _bits(64) or new_span_id()).to_bytes(8), under, head,
+            _TIMES(0x39, start, 0x41, end),
+        ]  # fmt: skip
+        if shared:
+            parts.append(self.shared(shared))
+        if links is not None and links is self._shared_links:  # the batch's copies share these
+            parts.append(self._shared_bytes)
+        elif attrs or links:
+            attr = self.attribute
+            tail = b"".join([attr(k, v) for k, v in attrs.items()]) if attrs else b""
+            if links:  # a batch step's copy: its other events' copies have the same tail
+                tail += b"".join(map(_link, links))
+                self._shared_links, self._shared_bytes = links, tail
+            parts.append(tail)
+        if error is None:
+            parts.append(_UNSET_LOCAL)
+        else:
+            code, message = error
+            status = (field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
+            parts += (field(b"\x7a", status), _FLAGS_LOCAL)
+        body = b"".join(parts)
+        return b"\x12" + varint(len(body)) + body
+
+    def _head(self, name: str, kind: int) -> bytes:
+        """A span's name and kind fields (cached)."""
+        head = field(b"\x2a", name.encode()) + b"\x30" + varint(kind + 1)
+        if len(self._heads) < _CACHE_LIMIT:
+            self._heads[(name, kind)] = head
+            if kind == 0:  # INTERNAL: a stage's, looked up by name alone
+                self._stage_heads[name] = head
+        return head
+
+    def shared(self, attrs: Shared) -> bytes:
+        """``Span.attributes`` fields for attributes many spans share, encoded once."""
+        entry = self._shared.get(id(attrs))
+        if entry is not None and entry[0] is attrs:
+            return entry[1]
+        attr = self.attribute
+        encoded = b"".join([attr(k, v) for k, v in attrs.items()])
+        if len(self._shared) < _CACHE_LIMIT:
+            self._shared[id(attrs)] = (attrs, encoded)  # held: its id is not reused
+        return encoded
+
     def attribute(self, key: str, value: AttributeValue) -> bytes:
         """A ``Span.attributes`` field; strings and bools (the repeated ones) are cached."""
+        if type(value) is int:  # offsets, sizes: a new value each time, its key cached
+            head = self._keys.get(key)
+            if head is None:
+                head = field(b"\x0a", key.encode())
+                if len(self._keys) < _CACHE_LIMIT:
+                    self._keys[key] = head
+            value_field = b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)  # at most 11 bytes
+            body = head + b"\x12" + _SMALL[len(value_field)] + value_field
+            return b"\x4a" + varint(len(body)) + body
         if not isinstance(value, str | bool):
             return field(b"\x4a", key_value(key, value))
         cache_key = (key, value, type(value))
@@ -278,7 +372,7 @@ class OtlpSink:
 
     def __init__(self, encoder: Encoder, transport: Transport, *, timeout_s: float = 10.0):
         self.encoder, self.transport, self.timeout_s = encoder, transport, timeout_s
-        self.prepare = encoder.span
+        self.prepare, self.prepare_event = encoder.span, encoder.event
         self._stop = threading.Event()
         self._last_log = 0.0
         self._failed_since_log = 0

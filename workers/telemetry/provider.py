@@ -15,7 +15,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 
 from workers.telemetry.otlp import Encoder, GrpcTransport, HttpTransport, OtlpSink
-from workers.telemetry.spans import SpanData, SpanPipeline
+from workers.telemetry.spans import Child, SpanData, SpanPipeline, child_span
 
 Exporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
 INSTRUMENTATION = "inferstream"
@@ -76,11 +76,16 @@ class SdkSink:
         self.scope = InstrumentationScope(INSTRUMENTATION)
 
     @staticmethod
-    def prepare(span: SpanData) -> SpanData:
-        return span
+    def prepare(span: SpanData) -> list[SpanData]:
+        return [span]
 
-    def export(self, spans: Sequence[SpanData]) -> bool:
-        result = self.exporter.export([self.readable(s) for s in spans])
+    @staticmethod
+    def prepare_event(span: SpanData, children: Sequence[Child]) -> list[SpanData]:
+        parent = span.context()
+        return [*(child_span(parent, c) for c in children), span]
+
+    def export(self, items: Sequence[list[SpanData]]) -> bool:
+        result = self.exporter.export([self.readable(s) for spans in items for s in spans])
         return result is SpanExportResult.SUCCESS
 
     def readable(self, s: SpanData) -> ReadableSpan:
@@ -97,7 +102,7 @@ class SdkSink:
             context=context,
             parent=parent,
             resource=self.resource,
-            attributes=dict(s.attributes or {}),
+            attributes=s.all_attributes(),
             events=[Event(name, dict(attrs), at) for name, at, attrs in s.events or ()],
             links=[
                 Link(SpanContext(link.trace_id, link.span_id, link.remote, _SAMPLED))

@@ -2,14 +2,15 @@
 
 Why not the SDK's ``Span``: on this 2-core machine the OpenTelemetry Python SDK spent ~57 µs to
 create and end one span and its OTLP encoder ~60 µs to encode it; an event has nine spans, so
-tracing every event cost ~1.1 ms of CPU per event (bench/tracing.py). Here a span is one slotted
-object (``SpanData``: ids, name, kind, times, attributes, links, status, events), made and ended
-in a few microseconds, and a ``SpanPipeline`` queues finished spans for a background thread that
-hands them in batches to a ``Sink``: OTLP encoded straight from these records as each ends
-(``otlp.OtlpSink``: small slices of work on the event loop instead of multi-millisecond batches
-that hold the GIL), or converted to the SDK's ``ReadableSpan`` for any SDK ``SpanExporter``
-(``provider.SdkSink``: console, in-memory). The meanings are the SDK's: parent-based sampling
-with the SDK's trace-id ratio bound, W3C ids, the SDK's status codes and span kinds.
+tracing every event cost ~1.1 ms of CPU per event (bench/tracing.py). Here an event's span is
+one slotted object (``SpanData``: ids, name, kind, times, attributes, links, status, events) and
+its child spans are ``Child`` tuples, kept on the event until it ends. The whole event then goes
+to a ``SpanPipeline`` as one item (``end_event``), is turned into what its ``Sink`` queues (OTLP
+bytes for all of its spans at once, ``otlp.OtlpSink``; or ``SpanData`` records converted to the
+SDK's ``ReadableSpan`` for any SDK ``SpanExporter``, ``provider.SdkSink``: console, in-memory),
+and a background thread exports the queue in batches. Spans outside any event (a batch step's
+own span) go one by one (``end``). The meanings are the SDK's: parent-based sampling with the
+SDK's trace-id ratio bound, W3C ids, the SDK's status codes and span kinds.
 
 The queue is bounded: when the exporter falls behind, new spans are dropped and counted
 (``dropped``, and ``on_drop``), never buffered without limit and never waited for on the event
@@ -43,9 +44,10 @@ INTERNAL, CLIENT, PRODUCER, CONSUMER = (
 ERROR = StatusCode.ERROR.value
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class TraceCtx:
-    """Where an event is in its trace: the span that new spans hang from (W3C fields).
+    """Where an event is in its trace: the span that new spans hang from (W3C fields). A value:
+    never changed once made (not ``frozen``: that makes each one ~2.5x dearer to build).
 
     ``trace_id == 0``: no trace. ``held``: the ``traceparent``/``tracestate`` headers exactly as
     consumed, for a context that records nothing (tracing off, or a parent not sampled), so they
@@ -76,7 +78,7 @@ class SpanData:
 
     __slots__ = (
         "attributes", "end", "events", "kind", "links", "name", "parent_id", "parent_remote",
-        "span_id", "start", "state", "status", "trace_id",
+        "shared", "span_id", "start", "state", "status", "trace_id",
     )  # fmt: skip
 
     def __init__(
@@ -87,6 +89,7 @@ class SpanData:
         start: int | None = None,
         attributes: Attributes | None = None,
         links: list[TraceCtx] | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.trace_id = parent.trace_id
         self.span_id = _bits(64) or new_span_id()
@@ -98,9 +101,14 @@ class SpanData:
         self.start = time.time_ns() if start is None else start
         self.end = 0
         self.attributes = attributes
+        self.shared = shared  # attributes before ``attributes``, the same for many spans
         self.links = links
         self.status: tuple[int, str] | None = None  # (StatusCode value, description); None: unset
         self.events: list[tuple[str, int, Attributes]] | None = None  # (name, time, attributes)
+
+    def all_attributes(self) -> Attributes:
+        """``shared`` then ``attributes``, in one dict."""
+        return {**(self.shared or {}), **(self.attributes or {})}
 
     def context(self) -> TraceCtx:
         """The context that makes this span the parent of the next ones."""
@@ -111,9 +119,13 @@ class SpanData:
             self.attributes = {}
         self.attributes[key] = value
 
-    def fail(self, error: BaseException, *, record: bool = True) -> None:
-        """Status ERROR; with ``record``, an ``exception`` event as the SDK's record_exception."""
-        self.status = (ERROR, f"{type(error).__name__}: {error}")
+    def fail(self, error: BaseException | Status, *, record: bool = True) -> None:
+        """Status ERROR; with ``record``, an ``exception`` event as the SDK's record_exception.
+        ``error`` may be a ready ``Status`` (no event)."""
+        if isinstance(error, tuple):
+            self.status = error
+            return
+        self.status = error_status(error)
         if record:
             stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             event: Attributes = {
@@ -123,6 +135,40 @@ class SpanData:
                 "exception.escaped": "False",
             }
             self.events = [*(self.events or ()), ("exception", time.time_ns(), event)]
+
+
+Status = tuple[int, str]  # (StatusCode value, description)
+# A finished child of an event's span, kept as a tuple until the event ends (a tuple is ~10x
+# cheaper to make than a SpanData): name, kind, start, end, shared attributes, attributes,
+# links, error (an exception: status and exception event; a Status: status only), span id (0:
+# not chosen yet).
+Child = tuple[
+    str, int, int, int, "Shared | None", Attributes | None, list[TraceCtx] | None,
+    BaseException | Status | None, int,
+]  # fmt: skip
+
+
+class Shared(dict[str, AttributeValue]):
+    """Attributes that many spans share (a topic's messaging attributes): never changed once
+    made, so an exporter may encode them once and reuse the bytes (by identity)."""
+
+    __slots__ = ()
+
+
+def error_status(error: BaseException) -> Status:
+    return (ERROR, f"{type(error).__name__}: {error}")
+
+
+def child_span(parent: TraceCtx, child: Child) -> SpanData:
+    """The ``SpanData`` a ``Child`` of ``parent`` stands for."""
+    name, kind, start, end, shared, attributes, links, error, span_id = child
+    span = SpanData(parent, name, kind, start, attributes, links, shared)
+    if span_id:
+        span.span_id = span_id
+    span.end = end
+    if error is not None:
+        span.fail(error)
+    return span
 
 
 _bits = random.getrandbits
@@ -143,11 +189,13 @@ def new_trace_id() -> int:
 
 
 class Sink(Protocol):
-    """Where finished spans go: ``prepare`` turns one into what is queued (on the thread that
-    ends it: an encoder's bytes, or the span itself), ``export`` takes a batch of those (on the
-    pipeline's thread)."""
+    """Where finished spans go. ``prepare`` turns one span, and ``prepare_event`` an event's span
+    with its children, into what is queued (on the thread that ends them: an encoder's bytes, or
+    the spans themselves); ``export`` takes a batch of those (on the pipeline's thread)."""
 
     def prepare(self, span: SpanData) -> Any: ...
+
+    def prepare_event(self, span: SpanData, children: Sequence[Child]) -> Any: ...
 
     def export(self, items: Sequence[Any]) -> bool: ...
 
@@ -158,9 +206,10 @@ class SpanPipeline:
     """Samples new traces, queues finished spans and exports them in batches off the event path.
 
     ``sample_ratio``: the share of new traces kept (the SDK's ``TraceIdRatioBased`` bound; a
-    parent's decision is always followed). ``synchronous``: export each span as it ends, in the
-    caller's thread (tests). Otherwise a daemon thread exports when ``max_batch`` spans wait or
-    every ``delay_s``; at most ``max_queue`` spans wait, newer ones are dropped and counted."""
+    parent's decision is always followed). ``synchronous``: export as spans end, in the caller's
+    thread (tests). Otherwise a daemon thread exports when ``max_batch`` spans wait or every
+    ``delay_s``; at most ``max_queue`` spans wait, newer ones are dropped and counted. An event's
+    spans travel as one queue item (``end_event``): one hand-over per event, not per span."""
 
     def __init__(
         self,
@@ -182,11 +231,12 @@ class SpanPipeline:
         self.on_drop, self.on_export = on_drop, on_export
         self.dropped = self.exported = 0
         self._room = 0 if synchronous else max_queue  # spans the queue takes; 0 once closed
-        self._prepare = sink.prepare
-        self._queue: deque[Any] = deque()
+        self._prepare, self._prepare_event = sink.prepare, sink.prepare_event
+        self._queue: deque[tuple[int, Any]] = deque()  # (spans in it, item)
+        self._waiting = 0  # spans in the queue
+        self._lock = threading.Lock()  # the queue and its count
         self._wake = threading.Event()
         self._flushes: list[threading.Event] = []
-        self._flush_lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
         if not synchronous:
@@ -198,16 +248,8 @@ class SpanPipeline:
         return trace_id & TRACE_ID_LIMIT < self._bound
 
     def add(self, span: SpanData) -> None:
-        """A finished span (the event path: no lock, no wait)."""
-        queue = self._queue
-        if len(queue) < self._room:
-            queue.append(self._prepare(span))
-            if len(queue) == self.max_batch:
-                self._wake.set()
-        elif self.synchronous and not self._closed:
-            self._export([self._prepare(span)])
-        else:  # full, or shut down
-            self._drop(1)
+        """A finished span (the event path: no wait)."""
+        self._put(1, self._prepare, span)
 
     def end(
         self,
@@ -224,12 +266,47 @@ class SpanPipeline:
             span.fail(error, record=record)
         self.add(span)
 
+    def end_event(
+        self, span: SpanData, children: Sequence[Child], error: BaseException | None = None
+    ) -> None:
+        """End an event's ``span`` now, failed by ``error`` if any, and add it with its
+        finished ``children`` (child spans of it) as one item."""
+        span.end = time.time_ns()
+        if error is not None:
+            span.fail(error)
+        self._put(len(children) + 1, self._prepare_event, span, children)
+
+    def _put(self, n: int, prepare: Callable[..., Any], *args: Any) -> None:
+        """Queue ``prepare(*args)``, ``n`` spans, if they fit (else drop and count them)."""
+        with self._lock:
+            waiting = self._waiting
+            room = waiting + n <= self._room
+            if room:
+                self._waiting = waiting + n
+        if not room:
+            if self.synchronous and not self._closed:
+                self._export([prepare(*args)], n)
+            else:  # full, or shut down
+                self._drop(n)
+            return
+        try:
+            item = prepare(*args)
+        except Exception:  # a sink bug loses these spans, never the event
+            log.exception("span encoding failed")
+            with self._lock:
+                self._waiting -= n
+            self._drop(n)
+            return
+        self._queue.append((n, item))
+        if waiting < self.max_batch <= waiting + n:
+            self._wake.set()
+
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         """Export every queued span; True when done within ``timeout_s``."""
         if self._thread is None or not self._thread.is_alive():
             return not self._queue
         done = threading.Event()
-        with self._flush_lock:
+        with self._lock:
             self._flushes.append(done)
         self._wake.set()
         return done.wait(timeout_s)
@@ -250,28 +327,34 @@ class SpanPipeline:
         while True:
             wake.wait(self.delay_s)
             wake.clear()
-            with self._flush_lock:
+            with self._lock:
                 flushes, self._flushes = self._flushes, []
             while queue:
-                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-                self._export(batch)
+                batch, n = [], 0
+                while queue and n < self.max_batch:
+                    spans, item = queue.popleft()
+                    batch.append(item)
+                    n += spans
+                with self._lock:
+                    self._waiting -= n
+                self._export(batch, n)
             for done in flushes:
                 done.set()
             if self._closed and not queue:
                 return
 
-    def _export(self, spans: list[Any]) -> None:
+    def _export(self, items: list[Any], n: int) -> None:
         try:
-            ok = self.sink.export(spans)
+            ok = self.sink.export(items)
         except Exception:  # a sink bug must not stop tracing (nor the worker)
             log.exception("span export failed")
             ok = False
         if ok:
-            self.exported += len(spans)
+            self.exported += n
             if self.on_export is not None:
-                self.on_export(len(spans))
+                self.on_export(n)
         else:
-            self._drop(len(spans))
+            self._drop(n)
 
     def _drop(self, n: int) -> None:
         self.dropped += n

@@ -12,9 +12,12 @@ event's span (``batch_span``), recorded when any of its events is sampled; each 
 child span of the same name, times and attributes (batch size, backend, model), linked back to the
 batch span, so one event's trace covers every stage.
 
-Spans are ``spans.SpanData`` records handed to a ``SpanPipeline`` (see ``spans`` for why not the
-SDK's ``Span``: ~20x less CPU per span); contexts are ``TraceCtx`` values passed explicitly, never
-"current": one batch interleaves many events. Costs: with tracing off (``KafkaTracing()``) every
+An event's span is a ``spans.SpanData`` record (see ``spans`` for why not the SDK's ``Span``:
+~20x less CPU per span); its child spans are kept as tuples on its ``EventSpan`` and go to the
+``SpanPipeline`` with it, in one piece, when the event ends: the exporter then encodes the whole
+event at once, sharing its trace id and parent (``otlp.Encoder.event``). The helpers take the
+``EventSpan``; contexts are ``TraceCtx`` values passed explicitly, never "current": one batch
+interleaves many events. Costs: with tracing off (``KafkaTracing()``) every
 helper returns a shared no-op and the incoming ``traceparent``/``tracestate`` pass through
 unchanged to the output headers. With tracing on, an event whose parent is not sampled gets no
 spans at all (parent-based sampling) and passes its headers through; a new trace is kept with
@@ -27,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from time import time_ns
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -41,16 +45,20 @@ from workers.telemetry.spans import (
     EMPTY,
     INTERNAL,
     PRODUCER,
+    Attributes,
+    Child,
+    Shared,
     SpanData,
     SpanPipeline,
     TraceCtx,
+    error_status,
     new_span_id,
     new_trace_id,
 )
 
 __all__ = [
-    "EMPTY", "INSTRUMENTATION", "BatchSpan", "EventSpan", "Exporter", "Headers", "KafkaTracing",
-    "Produced", "SpanPipeline", "TraceCtx", "build_span_pipeline",
+    "EMPTY", "INSTRUMENTATION", "NOT_TRACED", "BatchSpan", "EventSpan", "Exporter", "Headers",
+    "KafkaTracing", "Produced", "SpanPipeline", "TraceCtx", "build_span_pipeline",
 ]  # fmt: skip
 T = TypeVar("T")
 ATTR_MODEL_NAME = "inferstream.model.name"
@@ -61,35 +69,28 @@ STAGES = ("decode", "context", "policy", "batch_wait", "inference", "filter", "w
 KAFKA = msg.MessagingSystemValues.KAFKA.value
 
 
-class _Ends(AbstractContextManager[T], Generic[T]):
-    """Enter: the value; exit: end ``span``, marked failed by an exception (which propagates)."""
-
-    __slots__ = ("pipeline", "span", "value")
-
-    def __init__(self, pipeline: SpanPipeline, span: SpanData, value: T) -> None:
-        self.pipeline, self.span, self.value = pipeline, span, value
-
-    def __enter__(self) -> T:
-        return self.value
-
-    def __exit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.pipeline.end(self.span, exc)
-
-
-@dataclass(slots=True)
 class EventSpan:
-    """An event's processing span (None: not recorded) and the context its stage spans hang
-    from; ``end()`` it once."""
+    """One event's trace: its processing span (None: not recorded), the context passed on
+    (``ctx``), and its finished child spans, kept as ``Child`` tuples and handed to the pipeline
+    with the event's span in one piece when it ``end``s (once)."""
 
-    span: SpanData | None
-    ctx: TraceCtx
-    pipeline: SpanPipeline | None = None
+    __slots__ = ("children", "ctx", "pipeline", "span")
+
+    def __init__(
+        self, span: SpanData | None, ctx: TraceCtx, pipeline: SpanPipeline | None = None
+    ) -> None:
+        self.span, self.ctx, self.pipeline = span, ctx, pipeline
+        self.children: list[Child] | None = [] if span is not None else None
+
+    @property
+    def recording(self) -> bool:
+        return self.children is not None
 
     def end(self, error: BaseException | None = None) -> None:
-        if self.span is not None and self.pipeline is not None:
-            self.pipeline.end(self.span, error)
+        span, children = self.span, self.children
+        if span is not None and children is not None and self.pipeline is not None:
+            self.span = self.children = None  # once: a later stage records nothing
+            self.pipeline.end_event(span, children, error)
 
     def __enter__(self) -> EventSpan:
         return self
@@ -100,13 +101,74 @@ class EventSpan:
         self.end(exc)
 
 
+NOT_TRACED = EventSpan(None, EMPTY)
+
+
+class _Stage(AbstractContextManager[None]):
+    """Times one stage of an event; on exit, its child span (failed by an exception, which
+    propagates) joins the event's."""
+
+    __slots__ = ("attrs", "children", "name", "start")
+
+    def __init__(self, children: list[Child], name: str, attrs: Attributes | None) -> None:
+        self.children, self.name, self.attrs = children, name, attrs
+        self.start = time_ns()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.children.append(
+            (self.name, INTERNAL, self.start, time_ns(), None, self.attrs, None, exc, 0)
+        )
+
+
 @dataclass(slots=True)
 class Produced:
-    """A producer span (None: not recorded) and the headers (``traceparent``, ``tracestate``)
-    for its output record."""
+    """The producer span's context (None: not recorded) and the headers (``traceparent``,
+    ``tracestate``) for its output record."""
 
-    span: SpanData | None
+    ctx: TraceCtx | None
     headers: dict[str, bytes]
+
+
+class _Produce(AbstractContextManager[Produced]):
+    __slots__ = ("attrs", "children", "name", "produced", "shared", "start")
+
+    def __init__(
+        self,
+        children: list[Child],
+        name: str,
+        shared: Shared,
+        attrs: Attributes | None,
+        produced: Produced,
+    ) -> None:
+        self.children, self.name, self.produced = children, name, produced
+        self.shared, self.attrs = shared, attrs
+        self.start = time_ns()
+
+    def __enter__(self) -> Produced:
+        return self.produced
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        span_id = self.produced.ctx.span_id  # type: ignore[union-attr]
+        self.children.append(
+            (
+                self.name,
+                PRODUCER,
+                self.start,
+                time_ns(),
+                self.shared,
+                self.attrs,
+                None,
+                exc,
+                span_id,
+            )
+        )
 
 
 @dataclass(slots=True)
@@ -138,7 +200,7 @@ class _Nothing(AbstractContextManager[T], Generic[T]):
         return None
 
 
-_NO_SPAN: _Nothing[SpanData | None] = _Nothing(None)
+_NO_SPAN: _Nothing[None] = _Nothing(None)
 _NO_BATCH = _Nothing(BatchSpan(None, EMPTY))
 
 
@@ -149,16 +211,16 @@ class _Batch(AbstractContextManager[BatchSpan]):
         self,
         pipeline: SpanPipeline,
         name: str,
-        contexts: list[TraceCtx],
+        events: list[EventSpan],
         kind: int,
         per_event: bool,
         parent: TraceCtx,
         attrs: dict[str, AttributeValue],
     ) -> None:
-        self.pipeline, self.contexts, self.per_event = pipeline, contexts, per_event
+        self.pipeline, self.events, self.per_event = pipeline, events, per_event
         if not parent.valid:  # the root of a trace of its own, kept with its sampled events
             parent = TraceCtx(new_trace_id(), 0, True)
-        span = SpanData(parent, name, kind, None, attrs, contexts)
+        span = SpanData(parent, name, kind, None, attrs, [e.ctx for e in events])
         self.batch = BatchSpan(span, span.context(), dict(attrs))
 
     def __enter__(self) -> BatchSpan:
@@ -169,13 +231,16 @@ class _Batch(AbstractContextManager[BatchSpan]):
     ) -> None:
         span = self.batch.span
         assert span is not None
-        end = self.pipeline.end
-        end(span, exc)
-        if self.per_event:
-            link, attrs = [self.batch.ctx], self.batch.attributes
-            for ctx in self.contexts:
-                copy = SpanData(ctx, span.name, INTERNAL, span.start, dict(attrs), link)
-                end(copy, exc, at=span.end, record=False)
+        self.pipeline.end(span, exc)
+        if self.per_event:  # one attributes dict and one link list, shared by the copies
+            status = error_status(exc) if exc is not None else None
+            copy: Child = (
+                span.name, INTERNAL, span.start, span.end, None, self.batch.attributes,
+                [self.batch.ctx], status, 0,
+            )  # fmt: skip
+            for ev in self.events:
+                if ev.children is not None:
+                    ev.children.append(copy)
 
 
 class KafkaTracing:
@@ -187,6 +252,7 @@ class KafkaTracing:
         self.pipeline = pipeline
         self.enabled = pipeline is not None
         self.consumer_group = consumer_group
+        self._shared: dict[tuple[str, str, int | None, str | None], Shared] = {}
 
     # --- propagation ---------------------------------------------------------------------------
     @staticmethod
@@ -226,42 +292,57 @@ class KafkaTracing:
             if not pipeline.sampled(trace_id):  # downstream learns the decision (flags 00)
                 return EventSpan(None, TraceCtx(trace_id, new_span_id(), False))
             parent = TraceCtx(trace_id, 0, True)
-        attrs: dict[str, AttributeValue] = {
-            msg.MESSAGING_SYSTEM: KAFKA,
-            msg.MESSAGING_OPERATION_TYPE: "process",
-            msg.MESSAGING_OPERATION_NAME: "process",
-            msg.MESSAGING_DESTINATION_NAME: topic,
-            msg.MESSAGING_DESTINATION_PARTITION_ID: str(partition),
-            msg.MESSAGING_KAFKA_OFFSET: offset,
-        }
         group = consumer_group or self.consumer_group
-        if group:
-            attrs[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
-        _set_key(attrs, key)
-        span = SpanData(parent, f"process {topic}", CONSUMER, None, attrs)
+        shared = self._shared.get(("process", topic, partition, group))
+        if shared is None:
+            shared = self._share(("process", topic, partition, group))
+        attrs: Attributes = {msg.MESSAGING_KAFKA_OFFSET: offset}
+        if key:
+            _set_key(attrs, key)
+        span = SpanData(parent, f"process {topic}", CONSUMER, None, attrs, None, shared)
         return EventSpan(span, span.context(), pipeline)
 
+    def _share(self, what: tuple[str, str, int | None, str | None]) -> Shared:
+        """The messaging attributes every record of one topic (partition) shares, made once."""
+        operation, topic, partition, group = what
+        shared = Shared({
+            msg.MESSAGING_SYSTEM: KAFKA,
+            msg.MESSAGING_OPERATION_TYPE: operation if operation == "process" else "publish",
+            msg.MESSAGING_OPERATION_NAME: operation,
+            msg.MESSAGING_DESTINATION_NAME: topic,
+        })  # fmt: skip
+        if partition is not None:
+            shared[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
+        if group:
+            shared[msg.MESSAGING_CONSUMER_GROUP_NAME] = group
+        if len(self._shared) < 4096:
+            self._shared[what] = shared
+        return shared
+
     def stage(
-        self, name: str, ctx: TraceCtx, **attrs: AttributeValue
-    ) -> AbstractContextManager[SpanData | None]:
-        """A child span of ``ctx`` around one stage; an exception marks it failed and propagates."""
-        if self.pipeline is None or not ctx.recording:
+        self, name: str, event: EventSpan, **attrs: AttributeValue
+    ) -> AbstractContextManager[None]:
+        """A child span of ``event``'s around one stage; an exception marks it failed and
+        propagates."""
+        children = event.children
+        if children is None:
             return _NO_SPAN
-        span = SpanData(ctx, name, INTERNAL, None, attrs or None)
-        return _Ends(self.pipeline, span, span)
+        return _Stage(children, name, attrs or None)
 
     def record(
-        self, name: str, ctx: TraceCtx, start_ns: int, end_ns: int, **attrs: AttributeValue
+        self, name: str, event: EventSpan, start_ns: int, end_ns: int, **attrs: AttributeValue
     ) -> None:
-        """A finished child span of ``ctx`` from ``start_ns`` to ``end_ns`` (``time.time_ns``)."""
-        if self.pipeline is not None and ctx.recording:
-            span = SpanData(ctx, name, INTERNAL, start_ns, attrs or None)
-            self.pipeline.end(span, at=end_ns)
+        """A finished child span of ``event``'s from ``start_ns`` to ``end_ns``
+        (``time.time_ns``)."""
+        if event.children is not None:
+            event.children.append(
+                (name, INTERNAL, start_ns, end_ns, None, attrs or None, None, None, 0)
+            )
 
     def batch_span(
         self,
         name: str,
-        event_contexts: Sequence[TraceCtx],
+        events: Sequence[EventSpan],
         *,
         kind: int = INTERNAL,
         per_event: bool = True,
@@ -274,32 +355,39 @@ class KafkaTracing:
         with none sampled records nothing."""
         if self.pipeline is None:
             return _NO_BATCH
-        sampled = [ctx for ctx in event_contexts if ctx.recording]
+        sampled = [ev for ev in events if ev.children is not None]
         if not sampled:
             return _NO_BATCH
-        attrs[ATTR_BATCH_SIZE] = len(event_contexts)
+        attrs[ATTR_BATCH_SIZE] = len(events)
         return _Batch(self.pipeline, name, sampled, kind, per_event, parent or EMPTY, attrs)
 
     def produce_span(
-        self, topic: str, ctx: TraceCtx, *, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        event: EventSpan,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
     ) -> AbstractContextManager[Produced]:
-        """The PRODUCER ``publish <topic>`` span, child of ``ctx``; its ``headers`` carry it on."""
-        if self.pipeline is None or not ctx.recording:
-            return _Nothing(Produced(None, self.inject(ctx)))
-        attrs: dict[str, AttributeValue] = {
-            msg.MESSAGING_SYSTEM: KAFKA,
-            msg.MESSAGING_OPERATION_TYPE: "publish",
-            msg.MESSAGING_OPERATION_NAME: "send",
-            msg.MESSAGING_DESTINATION_NAME: topic,
-        }
-        if partition is not None:
-            attrs[msg.MESSAGING_DESTINATION_PARTITION_ID] = str(partition)
-        _set_key(attrs, key)
-        span = SpanData(ctx, f"publish {topic}", PRODUCER, None, attrs)
-        return _Ends(self.pipeline, span, Produced(span, prop.headers_for(span.context())))
+        """The PRODUCER ``publish <topic>`` span, a child of ``event``'s; its ``headers`` carry
+        it on."""
+        children = event.children
+        if children is None:
+            return _Nothing(Produced(None, self.inject(event.ctx)))
+        shared = self._shared.get(("send", topic, partition, None))
+        if shared is None:
+            shared = self._share(("send", topic, partition, None))
+        attrs: Attributes | None = None
+        if key:
+            attrs = {}
+            _set_key(attrs, key)
+        parent = event.ctx
+        ctx = TraceCtx(parent.trace_id, new_span_id(), True, parent.state)
+        produced = Produced(ctx, prop.headers_for(ctx))
+        return _Produce(children, f"publish {topic}", shared, attrs, produced)
 
 
-def _set_key(attrs: dict[str, AttributeValue], key: bytes | None) -> None:
-    if key:  # semconv: a key with no canonical string form is left out
-        with suppress(UnicodeDecodeError):
-            attrs[msg.MESSAGING_KAFKA_MESSAGE_KEY] = key.decode()
+def _set_key(attrs: dict[str, AttributeValue], key: bytes) -> None:
+    # semconv: a key with no canonical string form is left out
+    with suppress(UnicodeDecodeError):
+        attrs[msg.MESSAGING_KAFKA_MESSAGE_KEY] = key.decode()

@@ -10,7 +10,16 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from workers.telemetry.otlp import Encoder, ExportError, OtlpSink, varint
 from workers.telemetry.propagation import context_from
 from workers.telemetry.provider import INSTRUMENTATION, SdkSink
-from workers.telemetry.spans import CLIENT, CONSUMER, EMPTY, PRODUCER, SpanData, TraceCtx
+from workers.telemetry.spans import (
+    CLIENT,
+    CONSUMER,
+    EMPTY,
+    PRODUCER,
+    Child,
+    Shared,
+    SpanData,
+    TraceCtx,
+)
 from workers.telemetry.tracing import KafkaTracing, SpanPipeline
 
 RESOURCE = Resource.create({SERVICE_NAME: "inferstream-test", "service.instance.id": "w-1"})
@@ -63,6 +72,52 @@ def test_encoding_parses_to_what_the_sdk_encoder_makes() -> None:
     assert len(got[2].links) == 2 and got[2].links[1].flags == 0x300
 
 
+def test_an_events_spans_encode_as_the_sdk_encodes_them() -> None:
+    """``Encoder.event`` (children kept as tuples, shared pieces made once) against the SDK's
+    encoder of the same spans: stages with and without attributes, two events sharing one batch
+    step's copy (links, attributes, an error status), a producer span with its id chosen
+    early, a failed stage with its exception event, a remote parent with tracestate."""
+    enc, sdk = Encoder(RESOURCE, INSTRUMENTATION), SdkSink(None, RESOURCE)  # type: ignore[arg-type]
+    batch_ctx = TraceCtx(0xABC, 0xDEF, True)
+    copy: Child = (
+        "inference", 0, 10, 20, None, {"n": 2, "backend": "cpu"}, [batch_ctx], (2, "x: y"), 0,
+    )  # fmt: skip
+    other: Child = ("inference", 0, 30, 40, None, {"n": 1}, [TraceCtx(5, 6, True)], None, 0)
+    topic = Shared({"messaging.system": "kafka", "messaging.destination.name": "out"})
+    try:
+        raise KeyError("k")
+    except KeyError as exc:
+        failed: Child = ("decode", 0, 1, 2, None, None, None, exc, 0)
+    chosen: list[bytes] = []
+    for parent, children in (
+        (context_from(TRACEPARENT, "vendor=a"), [
+            ("decode", 0, 1, 2, None, None, None, None, 0),
+            ("policy", 0, 2, 3, None, {"a": "b"}, None, None, 0),
+            copy, ("publish out", PRODUCER, 5, 6, topic, {"k": "v"}, None, None, 0x77), failed,
+        ]),
+        (EMPTY, [copy, other, ("filter", 0, 7, 8, None, None, None, None, 0),
+                 ("publish out", PRODUCER, 8, 9, topic, None, None, None, 0)]),
+        (EMPTY, []),
+    ):  # fmt: skip
+        span = SpanData(
+            parent, "process in", CONSUMER, 1, {"messaging.kafka.offset": 3}, None, topic
+        )
+        span.end = 9
+        got = ExportTraceServiceRequest.FromString(enc.wrap([enc.event(span, children)]))
+        ids = [s.span_id for s in got.resource_spans[0].scope_spans[0].spans]
+        chosen += ids
+        made = SdkSink.prepare_event(span, children)
+        assert len(ids) == len(made) == len(children) + 1 and len(set(ids)) == len(ids)
+        for s, span_id in zip(made, ids, strict=True):  # the ids the encoder chose
+            s.span_id = int.from_bytes(span_id)
+        got_events = [e for s in got.resource_spans[0].scope_spans[0].spans for e in s.events]
+        for s in made:  # the exception event's time is when it was encoded
+            if s.events:
+                s.events = [(n, got_events[0].time_unix_nano, a) for n, _, a in s.events]
+        assert got == encode_spans([sdk.readable(s) for s in made])
+    assert (0x77).to_bytes(8) in chosen  # the producer span keeps the id its headers carry
+
+
 def test_encoding_is_stable_with_the_caches_warm() -> None:
     enc = Encoder(RESOURCE, INSTRUMENTATION)
     batch = spans()
@@ -81,15 +136,13 @@ def test_a_traced_event_encodes_to_its_trace() -> None:
     pipeline = SpanPipeline(sink, synchronous=True)
     t = KafkaTracing(pipeline, consumer_group="g")
     ev = t.consume_span("in", 0, 1, b"k", parent_ctx=t.extract([("traceparent", TRACEPARENT)]))
-    with t.stage("decode", ev.ctx):
+    with t.stage("decode", ev):
         pass
-    with t.produce_span("out", ev.ctx) as produced:
+    with t.produce_span("out", ev) as produced:
         pass
     ev.end()
-    got = [
-        ExportTraceServiceRequest.FromString(b).resource_spans[0].scope_spans[0].spans[0]
-        for b in sent
-    ]
+    assert len(sent) == 1  # the event's spans travel together
+    got = ExportTraceServiceRequest.FromString(sent[0]).resource_spans[0].scope_spans[0].spans
     assert [s.name for s in got] == ["decode", "publish out", "process in"]
     assert {s.trace_id.hex() for s in got} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
     consume_id = got[2].span_id

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as msg
 from opentelemetry.trace import SpanKind, StatusCode
 
-from workers.telemetry.spans import EMPTY, SpanData
+from workers.telemetry.spans import EMPTY, Child, SpanData
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
     ATTR_BATCH_SIZE,
@@ -53,16 +53,16 @@ def run_event(t: KafkaTracing, headers: object, offset: int = 7) -> dict[str, by
     ev = t.consume_span("conversations.in", 2, offset, b"conv-1", parent_ctx=t.extract(headers))  # type: ignore[arg-type]
     with ev:
         for stage in ("decode", "context", "policy"):
-            with t.stage(stage, ev.ctx):
+            with t.stage(stage, ev):
                 pass
-        t.record("batch_wait", ev.ctx, 1_000, 2_000)
-        with t.batch_span("inference", [ev.ctx], kind=SpanKind.CLIENT) as batch:
+        t.record("batch_wait", ev, 1_000, 2_000)
+        with t.batch_span("inference", [ev], kind=SpanKind.CLIENT) as batch:
             batch.set(ATTR_MODEL_NAME, "minilm_cpu")
             batch.set(ATTR_BACKEND, "openvino-fp32")
         for stage in ("filter", "watermark"):
-            with t.stage(stage, ev.ctx):
+            with t.stage(stage, ev):
                 pass
-        with t.produce_span("conversations.out", ev.ctx, key=b"conv-1") as produced:
+        with t.produce_span("conversations.out", ev, key=b"conv-1") as produced:
             return produced.headers
 
 
@@ -149,7 +149,7 @@ def test_batch_span_links_every_event(
     events = [
         tracing.consume_span("t", 0, i, None, parent_ctx=tracing.extract(None)) for i in range(3)
     ]
-    with tracing.batch_span("inference", [e.ctx for e in events], kind=SpanKind.CLIENT.value) as b:
+    with tracing.batch_span("inference", events, kind=SpanKind.CLIENT.value) as b:
         b.set(ATTR_BACKEND, "tensorrt-fp16")
     for e in events:
         e.end()
@@ -171,9 +171,9 @@ def test_batch_span_links_every_event(
 
 def test_failures_mark_spans(tracing: KafkaTracing, exporter: InMemorySpanExporter) -> None:
     ev = tracing.consume_span("t", 0, 0, b"\xff", parent_ctx=tracing.extract(None))
-    with pytest.raises(RuntimeError), tracing.stage("decode", ev.ctx):
+    with pytest.raises(RuntimeError), tracing.stage("decode", ev):
         raise RuntimeError("bad")
-    with pytest.raises(TimeoutError), tracing.batch_span("inference", [ev.ctx]):
+    with pytest.raises(TimeoutError), tracing.batch_span("inference", [ev]):
         raise TimeoutError("triton")
     ev.end(ValueError("dead letter"))
     spans = exporter.get_finished_spans()
@@ -190,19 +190,19 @@ def test_off_passes_trace_context_through_unchanged() -> None:
     headers = [("traceparent", TRACEPARENT), ("tracestate", b"vendor=1")]
     ev = off.consume_span("t", 0, 0, b"k", parent_ctx=off.extract(headers))
     assert ev.span is None
-    with off.stage("decode", ev.ctx) as s1, off.stage("filter", ev.ctx) as s2:
+    with off.stage("decode", ev) as s1, off.stage("filter", ev) as s2:
         assert s1 is None and s2 is None
-    with off.batch_span("inference", [ev.ctx]) as b:
+    with off.batch_span("inference", [ev]) as b:
         b.set(ATTR_BACKEND, "x")
         assert b.attributes == {}
-    off.record("batch_wait", ev.ctx, 1, 2)
-    with off.produce_span("out", ev.ctx) as produced:
+    off.record("batch_wait", ev, 1, 2)
+    with off.produce_span("out", ev) as produced:
         assert produced.headers == dict(headers)
     ev.end()
     assert off.trace_id(ev.ctx) == TRACE
     assert off.inject(off.extract(None)) == {}
     assert off.trace_id(off.extract(None)) == ""
-    assert off.stage("a", ev.ctx) is off.stage("b", ev.ctx)  # shared, nothing allocated
+    assert off.stage("a", ev) is off.stage("b", ev)  # shared, nothing allocated
 
 
 def test_sampled_out_traces_still_propagate(exporter: InMemorySpanExporter) -> None:
@@ -260,10 +260,10 @@ def test_injected_headers_match_the_w3c_propagator(tracing: KafkaTracing) -> Non
 
     ctx = tracing.extract([("traceparent", TRACEPARENT), ("tracestate", b"a=1,b=2")])
     ev = tracing.consume_span("t", 0, 0, None, parent_ctx=ctx)
-    with tracing.produce_span("out", ev.ctx) as produced:
-        assert produced.span is not None
+    with tracing.produce_span("out", ev) as produced:
+        assert produced.ctx is not None
         sc = SpanContext(
-            produced.span.trace_id, produced.span.span_id, False, TraceFlags(1),
+            produced.ctx.trace_id, produced.ctx.span_id, False, TraceFlags(1),
             TraceState.from_header(["a=1,b=2"]),
         )  # fmt: skip
         carrier: dict[str, str] = {}
@@ -315,6 +315,10 @@ class _GatedSink:
 
     @staticmethod
     def prepare(span: SpanData) -> SpanData:
+        return span
+
+    @staticmethod
+    def prepare_event(span: SpanData, children: Sequence[Child]) -> SpanData:
         return span
 
     def export(self, spans: Sequence[SpanData]) -> bool:
