@@ -365,10 +365,14 @@ def _check_partial_success(reply: bytes) -> None:
 
 
 class OtlpSink:
-    """Encodes each span as it ends (``prepare``, on the caller's thread: a few µs, and no
-    object kept), then sends batches of them with ``transport``, retrying what the spec calls
-    retryable with backoff (0.5 s doubling, ±50 % jitter, honouring Retry-After) until
-    ``timeout_s`` has passed; ``shutdown`` cuts a retry wait short."""
+    """Encodes spans as they end (``prepare``: one span, ``prepare_event``: an event's spans at
+    once; on the caller's thread, no object kept), then sends batches of them with
+    ``transport``, retrying what the spec calls retryable with backoff (0.5 s doubling, ±50 %
+    jitter, honouring Retry-After) until ``timeout_s`` has passed; ``shutdown`` cuts a retry
+    wait short. A request holds at most about ``max_request_bytes`` (1 MiB: well inside the 4 MiB
+    a collector's gRPC receiver takes by default)."""
+
+    max_request_bytes = 1 << 20
 
     def __init__(self, encoder: Encoder, transport: Transport, *, timeout_s: float = 10.0):
         self.encoder, self.transport, self.timeout_s = encoder, transport, timeout_s
@@ -389,16 +393,19 @@ class OtlpSink:
             except ExportError as exc:
                 wait = exc.retry_after_s or delay * random.uniform(0.5, 1.5)
                 if not exc.retryable or wait >= deadline - time.monotonic() or self._stop.is_set():
-                    self._report(len(spans), exc)
+                    self._report(exc)
                     return False
                 self._stop.wait(wait)
                 delay *= 2
 
-    def _report(self, n: int, exc: ExportError) -> None:
-        self._failed_since_log += n
+    def _report(self, exc: ExportError) -> None:
+        self._failed_since_log += 1
         now = time.monotonic()
         if now - self._last_log >= 30.0:
-            log.warning("dropped %d spans: OTLP export failed (%s)", self._failed_since_log, exc)
+            log.warning(
+                "OTLP export failed (%s): %d requests' spans dropped since the last report "
+                "(inferstream_spans_dropped_total counts them)", exc, self._failed_since_log,
+            )  # fmt: skip
             self._last_log, self._failed_since_log = now, 0
 
     def shutdown(self) -> None:

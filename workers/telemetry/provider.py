@@ -4,8 +4,9 @@ to any OpenTelemetry SDK ``SpanExporter`` (console, a test's in-memory one) as `
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -34,6 +35,7 @@ def build_span_pipeline(
     headers: Mapping[str, str] | None = None,
     on_drop: Callable[[int], None] | None = None,
     on_export: Callable[[int], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> SpanPipeline | None:
     """The pipeline for ``exporter``; ``None`` for "none" (callers then trace with a no-op).
 
@@ -41,10 +43,15 @@ def build_span_pipeline(
     ``batch``, gets each span as it ends. OTLP exporters encode ``SpanData`` directly (``otlp``);
     "console" goes through the SDK's ``ConsoleSpanExporter``. ``headers`` go with every OTLP
     request (a collector's API key). The resource is the SDK's (``Resource.create``: the service
-    name, the SDK's own attributes, ``OTEL_RESOURCE_ATTRIBUTES``). The caller owns the pipeline:
-    ``shutdown()`` flushes it."""
+    name, the SDK's own attributes, ``OTEL_RESOURCE_ATTRIBUTES``). The OpenTelemetry batch
+    settings ``OTEL_BSP_SCHEDULE_DELAY`` (ms), ``OTEL_BSP_MAX_QUEUE_SIZE``,
+    ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BSP_EXPORT_TIMEOUT`` (ms) are read from
+    ``environ`` (the process environment) when set; the defaults are the pipeline's (1 s, 16,384,
+    4,096) and 10 s. The caller owns the pipeline: ``shutdown()`` flushes it."""
     if span_exporter is None and exporter == "none":
         return None
+    bsp = batch_settings(os.environ if environ is None else environ)
+    timeout_s = bsp.pop("timeout_s", 10.0)
     resource = Resource.create({SERVICE_NAME: service_name, **(resource_attributes or {})})
     sink: OtlpSink | SdkSink
     if span_exporter is not None:
@@ -54,9 +61,17 @@ def build_span_pipeline(
 
         sink = SdkSink(ConsoleSpanExporter(service_name=None), resource)
     elif exporter == "otlp-grpc":
-        sink = OtlpSink(Encoder(resource, INSTRUMENTATION), GrpcTransport(endpoint, headers))
+        sink = OtlpSink(
+            Encoder(resource, INSTRUMENTATION),
+            GrpcTransport(endpoint, headers),
+            timeout_s=timeout_s,
+        )
     elif exporter == "otlp-http":
-        sink = OtlpSink(Encoder(resource, INSTRUMENTATION), HttpTransport(endpoint, headers))
+        sink = OtlpSink(
+            Encoder(resource, INSTRUMENTATION),
+            HttpTransport(endpoint, headers),
+            timeout_s=timeout_s,
+        )
     else:
         raise ValueError(
             f"unknown trace exporter {exporter!r} (none, console, otlp-grpc, otlp-http)"
@@ -64,8 +79,30 @@ def build_span_pipeline(
     synchronous = not batch if batch is not None else span_exporter is not None
     return SpanPipeline(
         sink, sample_ratio=sample_ratio, synchronous=synchronous, on_drop=on_drop,
-        on_export=on_export,
+        on_export=on_export, **bsp,
     )  # fmt: skip
+
+
+_BSP = {  # variable: (keyword, scale to its unit)
+    "OTEL_BSP_SCHEDULE_DELAY": ("delay_s", 0.001),
+    "OTEL_BSP_MAX_QUEUE_SIZE": ("max_queue", 1),
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("max_batch", 1),
+    "OTEL_BSP_EXPORT_TIMEOUT": ("timeout_s", 0.001),
+}
+
+
+def batch_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``OTEL_BSP_*`` variables that are set, as ``SpanPipeline``/``OtlpSink`` keywords; a
+    value that is not a positive integer is an error (at start, not a silent default)."""
+    out: dict[str, Any] = {}
+    for name, (keyword, scale) in _BSP.items():
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or int(raw) <= 0:
+            raise ValueError(f"{name}={raw!r}: expected a positive integer")
+        out[keyword] = int(raw) * scale if scale != 1 else int(raw)
+    return out
 
 
 class SdkSink:

@@ -28,7 +28,7 @@ probability ``sample_ratio`` (the SDK's trace-id ratio rule), and an unsampled o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from time import time_ns
 from types import TracebackType
@@ -388,6 +388,8 @@ class KafkaTracing:
 
 
 def _set_key(attrs: dict[str, AttributeValue], key: bytes) -> None:
-    # semconv: a key with no canonical string form is left out
-    with suppress(UnicodeDecodeError):
+    # semconv: a key with no canonical string form is left out (try: suppress() costs ~0.4 µs)
+    try:  # noqa: SIM105
         attrs[msg.MESSAGING_KAFKA_MESSAGE_KEY] = key.decode()
+    except UnicodeDecodeError:
+        pass

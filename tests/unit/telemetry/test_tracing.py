@@ -356,3 +356,70 @@ def test_pipeline_exports_in_order_off_the_event_path_and_counts_drops() -> None
     pipeline.shutdown()
     add("late")  # after shutdown: dropped and counted, never exported
     assert pipeline.dropped == 2 and sink.names[-1] == "s6"
+
+
+def test_export_batches_are_cut_by_request_size() -> None:
+    """A sink that caps its requests gets batches of about that many bytes, in order."""
+
+    class SizedSink:
+        max_request_bytes = 10
+
+        def __init__(self) -> None:
+            self.batches: list[list[bytes]] = []
+
+        @staticmethod
+        def prepare(span: SpanData) -> bytes:
+            return span.name.encode()
+
+        @staticmethod
+        def prepare_event(span: SpanData, children: Sequence[Child]) -> bytes:
+            return span.name.encode()
+
+        def export(self, items: Sequence[bytes]) -> bool:
+            self.batches.append(list(items))
+            return True
+
+        def shutdown(self) -> None:
+            pass
+
+    sink = SizedSink()
+    pipeline = SpanPipeline(sink, max_batch=100, delay_s=60.0)
+    root = SpanData(EMPTY, "root").context()
+    for i in range(7):
+        pipeline.end(SpanData(root, f"s{i:03d}"))  # 4 bytes each
+    assert pipeline.force_flush(10)
+    assert [len(b) for b in sink.batches] == [3, 3, 1]  # 12 bytes: the first to reach 10
+    assert [x for b in sink.batches for x in b] == [f"s{i:03d}".encode() for i in range(7)]
+    assert pipeline.exported == 7
+    pipeline.shutdown()
+
+
+def test_batch_settings_from_the_otel_environment() -> None:
+    from workers.telemetry.otlp import OtlpSink
+    from workers.telemetry.provider import batch_settings
+
+    env = {
+        "OTEL_BSP_SCHEDULE_DELAY": "250",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+        "OTEL_BSP_EXPORT_TIMEOUT": "3000",
+    }
+    assert batch_settings(env) == {
+        "delay_s": 0.25, "max_queue": 100, "max_batch": 10, "timeout_s": 3.0,
+    }  # fmt: skip
+    pipeline = build_span_pipeline("otlp-http", "http://127.0.0.1:9", "svc", environ=env)
+    assert pipeline is not None and isinstance(pipeline.sink, OtlpSink)
+    assert (pipeline.delay_s, pipeline.max_queue, pipeline.max_batch) == (0.25, 100, 10)
+    assert pipeline.sink.timeout_s == 3.0
+    pipeline.shutdown()
+    defaults = build_span_pipeline("otlp-http", "http://127.0.0.1:9", "svc", environ={})
+    assert defaults is not None
+    assert (defaults.delay_s, defaults.max_queue, defaults.max_batch) == (1.0, 16384, 4096)
+    defaults.shutdown()
+    for bad in ({"OTEL_BSP_MAX_QUEUE_SIZE": "-1"}, {"OTEL_BSP_SCHEDULE_DELAY": "1.5s"}):
+        with pytest.raises(ValueError, match="positive integer"):
+            batch_settings(bad)
+    with pytest.raises(ValueError, match="max_batch"):
+        build_span_pipeline(
+            "console", None, "svc", environ={"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "99999"}
+        )
