@@ -37,6 +37,13 @@ _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes([i]) for i in range(128)]
 _bits = random.getrandbits
+
+
+def _span_id() -> bytes:
+    """A new span id's 8 bytes (never all zero)."""
+    return (_bits(64) or new_span_id()).to_bytes(8)
+
+
 _CACHE_LIMIT = 4096
 _TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64
 # span flags (field 16, fixed32): whether the parent is remote, with and without a Status before
@@ -109,7 +116,6 @@ class Encoder:
         if scope_version:
             scope += field(b"\x12", scope_version.encode())
         self._scope = field(b"\x0a", scope)  # ScopeSpans.scope
-        self._attrs: dict[tuple[str, object, type], bytes] = {}
         self._keys: dict[str, bytes] = {}  # KeyValue.key fields
         self._stage_heads: dict[str, bytes] = {}  # INTERNAL spans' name and kind fields
         self._shared: dict[int, tuple[Shared, bytes]] = {}
@@ -169,7 +175,7 @@ class Encoder:
             state = field(b"\x1a", span.state.encode()) if span.state else b""
             trace = b"\x0a\x10" + span.trace_id.to_bytes(16) + b"\x12\x08"  # ... its span id
             under = state + b"\x22\x08" + span.span_id.to_bytes(8)
-            heads, bits, times, unset = self._stage_heads, _bits, _TIMES, _UNSET_LOCAL
+            heads, times, unset = self._stage_heads, _TIMES, _UNSET_LOCAL
             for c in children:
                 name, kind, start, end, shared, attrs, links, error, span_id = c
                 if kind or error is not None or links is not None or shared is not None or attrs:
@@ -179,7 +185,7 @@ class Encoder:
                 if head is None:
                     head = self._head(name, kind)
                 body = b"".join((
-                    trace, (span_id or bits(64) or new_span_id()).to_bytes(8), under, head,
+                    trace, span_id.to_bytes(8) if span_id else _span_id(), under, head,
                     times(0x39, start, 0x41, end), unset,
                 ))  # fmt: skip
                 n = len(body)
@@ -195,7 +201,7 @@ class Encoder:
         if head is None:
             head = self._head(name, kind)
         parts = [
-            trace, (span_id or _bits(64) or new_span_id()).to_bytes(8), under, head,
+            trace, span_id.to_bytes(8) if span_id else _span_id(), under, head,
             _TIMES(0x39, start, 0x41, end),
         ]  # fmt: skip
         if shared:
@@ -239,25 +245,26 @@ class Encoder:
         return encoded
 
     def attribute(self, key: str, value: AttributeValue) -> bytes:
-        """A ``Span.attributes`` field; strings and bools (the repeated ones) are cached."""
-        if type(value) is int:  # offsets, sizes: a new value each time, its key cached
-            head = self._keys.get(key)
-            if head is None:
-                head = field(b"\x0a", key.encode())
-                if len(self._keys) < _CACHE_LIMIT:
-                    self._keys[key] = head
-            value_field = b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)  # at most 11 bytes
-            body = head + b"\x12" + _SMALL[len(value_field)] + value_field
-            return b"\x4a" + varint(len(body)) + body
-        if not isinstance(value, str | bool):
-            return field(b"\x4a", key_value(key, value))
-        cache_key = (key, value, type(value))
-        out = self._attrs.get(cache_key)
-        if out is None:
-            out = field(b"\x4a", key_value(key, value))
-            if len(self._attrs) < _CACHE_LIMIT:
-                self._attrs[cache_key] = out
-        return out
+        """A ``Span.attributes`` field. Values are encoded each time (what repeats is in
+        ``Shared`` attributes, encoded once); the key's field is cached."""
+        head = self._keys.get(key)
+        if head is None:
+            head = field(b"\x0a", key.encode())
+            if len(self._keys) < _CACHE_LIMIT:
+                self._keys[key] = head
+        kind = type(value)
+        if kind is str:  # e.g. a message key: seldom the same twice
+            raw = value.encode()  # type: ignore[union-attr]
+            n = len(raw)
+            any_value_body = (b"\x0a" + _SMALL[n] if n < 128 else b"\x0a" + varint(n)) + raw
+        elif kind is int:  # an offset, a size
+            any_value_body = b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)  # type: ignore[operator]
+        else:
+            any_value_body = any_value(value)
+        n = len(any_value_body)
+        body = head + (b"\x12" + _SMALL[n] if n < 128 else b"\x12" + varint(n)) + any_value_body
+        n = len(body)
+        return (b"\x4a" + _SMALL[n] if n < 128 else b"\x4a" + varint(n)) + body
 
 
 class Transport(Protocol):

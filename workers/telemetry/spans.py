@@ -296,19 +296,21 @@ class SpanPipeline:
             room = waiting + n <= self._room
             if room:
                 self._waiting = waiting + n
-        if not room:
-            if self.synchronous and not self._closed:
-                self._export([prepare(*args)], n)
-            else:  # full, or shut down
-                self._drop(n)
+        direct = not room and self.synchronous and not self._closed
+        if not room and not direct:  # full, or shut down
+            self._drop(n)
             return
         try:
             item = prepare(*args)
         except Exception:  # a sink bug loses these spans, never the event
             log.exception("span encoding failed")
-            with self._lock:
-                self._waiting -= n
+            if room:
+                with self._lock:
+                    self._waiting -= n
             self._drop(n)
+            return
+        if direct:
+            self._export([item], n)
             return
         self._queue.append((n, item))
         if waiting < self.max_batch <= waiting + n:

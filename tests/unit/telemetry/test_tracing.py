@@ -423,3 +423,29 @@ def test_batch_settings_from_the_otel_environment() -> None:
         build_span_pipeline(
             "console", None, "svc", environ={"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "99999"}
         )
+
+
+def test_a_sink_that_fails_to_encode_loses_spans_not_the_event() -> None:
+    class Broken:
+        @staticmethod
+        def prepare(span: SpanData) -> bytes:
+            raise RuntimeError("encoder bug")
+
+        prepare_event = staticmethod(lambda span, children: Broken.prepare(span))
+
+        def export(self, items: Sequence[bytes]) -> bool:
+            raise AssertionError("nothing to export")
+
+        def shutdown(self) -> None:
+            pass
+
+    for synchronous in (True, False):
+        lost: list[int] = []
+        pipeline = SpanPipeline(Broken(), synchronous=synchronous, on_drop=lost.append)
+        t = KafkaTracing(pipeline)
+        ev = t.consume_span("t", 0, 0, None, parent_ctx=t.extract(None))
+        with t.stage("decode", ev):
+            pass
+        ev.end()  # no exception reaches the caller
+        assert pipeline.dropped == 2 and lost == [2]
+        pipeline.shutdown()
