@@ -5,29 +5,39 @@ real Kafka broker, the real worker and the real Triton, with tracing off, on for
 One worker per mode (each on its own topics) is started and warmed up once; then rounds of
 bursts go to each mode's worker in turn (in a random order each round), while the others idle.
 This machine's speed drifts by tens of percent from minute to minute (a shared VM), so many short
-rounds are compared: the median of each mode, and the median over rounds of each burst's
-throughput ratio to the "off" burst of its own round ("paired": drift cancels).
+rounds are compared: the median of each mode, the median over rounds of each burst's throughput
+ratio to the "off" burst of its own round ("paired": drift cancels), and, at the end, the paired
+geometric mean over rounds with its standard error. An A/A control ("off (control)", a second
+untraced worker) shows what the bench reads when nothing differs.
 
     .venv/bin/python -m bench.tracing_e2e [--events 1500] [--repeat 12] [--port-base 60000]
-                                          [--modes "off,on (every event)"]
+                                          [--modes "off,on (every event)"] [--rate 220]
+
+Flat out, each burst's batches (events per Triton call) settle wherever the worker's loop and
+Triton meet, and bursts of the same mode vary by ±20% in throughput with them. ``--rate N``
+offers N events/s instead (open loop, below capacity): every mode then sees the same arrivals
+and batch sizes, and the figure to compare is the CPU per event.
 
 Besides throughput it reports the CPU each part spent per event (from /proc: the worker, Triton,
-Kafka, the collector): on this 2-core machine everything is CPU-bound, so the worker's extra CPU
-per event is what tracing costs inferstream, and the collector's is what the spans cost whoever
-receives them (a separate machine or sidecar in production, the same 2 cores here).
+Kafka, the collector) and the mean batch size (the worker's ``inferstream_batch_size``): on this
+2-core machine everything is CPU-bound, so the worker's extra CPU per event is what tracing costs
+inferstream, and the collector's is what the spans cost whoever receives them (a separate machine
+or sidecar in production, the same 2 cores here).
 
-The collector is an OTLP/gRPC TraceService in its own process (``--collector PORT``) that
-acknowledges each export without decoding it and counts its bytes; spans are counted by the
-workers themselves (``inferstream_spans_exported_total``: spans the receiver acknowledged).
-Prints a table and writes bench/out/tracing_e2e.json. The issue's target: tracing on costs under
-5% of throughput.
+The collector is an OTLP/gRPC TraceService (and OTLP/HTTP on the next port) in its own process
+(``--collector PORT``) that acknowledges each export without decoding it and counts its bytes;
+spans are counted by the workers themselves (``inferstream_spans_exported_total``: spans the
+receiver acknowledged). Prints a table and writes bench/out/tracing_e2e.json (with ``--rate``:
+tracing_e2e_rate.json). The issue's target: tracing on costs under 5% of throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import json
+import math
 import os
 import random
 import statistics
@@ -52,10 +62,11 @@ from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
 from workers.provenance.keys import generate_key_file
-from workers.telemetry.exposition import Scrape, parse_exposition
+from workers.telemetry.exposition import Scrape, mean, parse_exposition
 from workers.telemetry.otlp import GRPC_METHOD
 
 OUT = REPO_ROOT / "bench" / "out"
+SPANS = "inferstream_spans_exported_total"
 TEXTS = [
     "My card was charged twice for order {n}.",
     "I can't log in since the update, ticket {n}.",
@@ -75,8 +86,9 @@ MODES = {
         "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
         "INFERSTREAM_TRACING_SAMPLE_RATIO": "0.01",
     },
-    # diagnostics (not in the default set): tracing on, no trace sampled, with and without the
-    # OTLP/gRPC channel: what being on costs before any span is made
+    # diagnostics (not in the default set): OTLP/HTTP instead of gRPC; tracing on with no trace
+    # sampled, with and without the OTLP/gRPC channel (what being on costs before any span)
+    "on (every event) http": {"INFERSTREAM_TRACING_EXPORTER": "otlp-http"},
     "on (0% sampled)": {
         "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
         "INFERSTREAM_TRACING_SAMPLE_RATIO": "0",
@@ -89,9 +101,9 @@ MODES = {
 DEFAULT_MODES = ("off", "off (control)", "on (every event)", "on (10% sampled)", "on (1% sampled)")
 
 
-async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
-    """Produce ``n`` turns flat out; return the seconds until the last output and the
-    end-to-end latencies (event ts to output record timestamp)."""
+async def burst(settings: Settings, n: int, rate: float | None = None) -> tuple[float, list[float]]:
+    """Produce ``n`` turns flat out (or ``rate`` a second); return the seconds until the last
+    output and the end-to-end latencies (event ts to output record timestamp)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
     )
@@ -106,6 +118,8 @@ async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
     tag = uuid.uuid4().hex[:6]
     start = time.time()
     for i in range(n):
+        if rate and i % 10 == 0:  # open loop: on schedule, whatever the outputs do
+            await asyncio.sleep(max(0.0, start + i / rate - time.time()))
         ev = ConversationEvent(
             f"b-{uuid.uuid4().hex[:12]}", f"conv-{tag}-{i % 200}", "bench", "u",
             TEXTS[i % len(TEXTS)].format(n=i), time.time(),
@@ -129,9 +143,10 @@ async def burst(settings: Settings, n: int) -> tuple[float, list[float]]:
 
 
 def serve_collector(port: int, count_file: Path) -> None:
-    """The collector process: acknowledges each OTLP/gRPC export as it arrives, without decoding
-    it (decoding and storing are the receiving side's cost, not the worker's: a separate machine
-    or sidecar in production), and writes the running byte count to ``count_file``."""
+    """The collector process: acknowledges each OTLP/gRPC export (on ``port``) and OTLP/HTTP
+    export (on ``port + 1``) as it arrives, without decoding it (decoding and storing are the
+    receiving side's cost, not the worker's: a separate machine or sidecar in production), and
+    writes the running byte count to ``count_file``."""
     received = [0]
     lock = threading.Lock()
 
@@ -148,6 +163,22 @@ def serve_collector(port: int, count_file: Path) -> None:
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
+
+    class Http(http.server.BaseHTTPRequestHandler):  # OTLP/HTTP on port + 1, the same way
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                received[0] += len(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", port + 1), Http)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
     while True:
         staging = count_file.with_suffix(".tmp")
         staging.write_text(str(received[0]))
@@ -162,12 +193,13 @@ def _received(count_file: Path) -> int:
         return 0
 
 
-def _exported(settings: Settings) -> float:
-    """The worker's ``inferstream_spans_exported_total`` (spans its receiver acknowledged)."""
+def _scrape(settings: Settings) -> Scrape:
+    """The worker's metrics: ``inferstream_spans_exported_total`` (spans its receiver
+    acknowledged) and ``inferstream_batch_size`` (events per Triton call) are read here."""
     url = f"http://127.0.0.1:{settings.web_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as reply:
         samples = parse_exposition(reply.read().decode())
-    return Scrape(samples, time.monotonic()).total("inferstream_spans_exported_total")
+    return Scrape(samples, time.monotonic())
 
 
 def start_worker(
@@ -175,13 +207,15 @@ def start_worker(
 ) -> tuple[local.WorkerProcess, Settings]:
     """A worker with ``mode``'s tracing settings on topics of its own, ready and assigned."""
     uid = uuid.uuid4().hex[:8]
+    http = MODES[mode]["INFERSTREAM_TRACING_EXPORTER"] == "otlp-http"
     env = dict(os.environ) | ports | MODES[mode] | {
         "INFERSTREAM_APP_ID": f"tr-{uid}",
         "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
         "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
         "INFERSTREAM_TOPIC_POLICIES": f"tr-{uid}.policies",
         "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
-        "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+        # the collector takes OTLP/gRPC on otlp_port and OTLP/HTTP on the next port
+        "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port + http}",
         "INFERSTREAM_WEB_PORT": str(int(ports["INFERSTREAM_WEB_PORT"]) + list(MODES).index(mode)),
         "HF_HUB_OFFLINE": "1",
     }  # fmt: skip
@@ -202,6 +236,10 @@ def main() -> None:
     ap.add_argument("--port-base", type=int, default=60000)
     ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated")
     ap.add_argument("--seed", type=int, default=8, help="of the random order of each round")
+    ap.add_argument(
+        "--rate", type=float, help="events/s offered (open loop) instead of flat out: compare "
+        "CPU per event at the same load, where batching does not depend on the mode",
+    )  # fmt: skip
     ap.add_argument("--collector", type=int, help=argparse.SUPPRESS)  # the collector process
     ap.add_argument("--count-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -255,11 +293,12 @@ def main() -> None:
             for mode in order.sample(names, len(names)):
                 worker, settings = workers[mode]
                 meter = CpuMeter(others | {"worker": worker.pid}, self_only=())
-                spans0, bytes0, cpu0 = _exported(settings), _received(count_file), meter.sample()
-                seconds, lat = asyncio.run(burst(settings, args.events))
+                scrape0, bytes0, cpu0 = _scrape(settings), _received(count_file), meter.sample()
+                seconds, lat = asyncio.run(burst(settings, args.events, args.rate))
                 time.sleep(2)  # the span pipeline exports every 1 s
                 cpu1 = meter.sample()
-                spans, sent = _exported(settings) - spans0, _received(count_file) - bytes0
+                scrape1, sent = _scrape(settings), _received(count_file) - bytes0
+                spans = scrape1.total(SPANS) - scrape0.total(SPANS)
                 lat.sort()
                 used = CpuMeter.usage(cpu0, cpu1, args.events)
                 row = {
@@ -267,6 +306,7 @@ def main() -> None:
                     "p50_ms": lat[len(lat) // 2],
                     "p99_ms": lat[int(len(lat) * 0.99) - 1],
                     "spans_per_event": spans / args.events,
+                    "batch_mean": mean(scrape1, scrape0, "inferstream_batch_size") or 0.0,
                     "otlp_bytes_per_event": sent / args.events,
                     "steal_pct": used.get("steal_pct") or 0.0,
                 } | {f"cpu_ms_per_event.{k}": v for k, v in used["cpu_ms_per_event"].items()}
@@ -274,6 +314,7 @@ def main() -> None:
                 print(
                     f"round {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
                     f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
+                    f"batch {row['batch_mean']:4.1f}  "
                     + "  ".join(
                         f"{k.split('.')[1]} {v:.2f}"
                         for k, v in row.items()
@@ -294,8 +335,8 @@ def main() -> None:
     off_total = sum(v for k, v in off_cpu.items() if k.startswith("cpu_ms"))
     print(
         f"\n{'mode':20s} {'events/s':>9s} {'vs off':>8s} {'paired':>7s} {'p50 ms':>8s} "
-        f"{'p99 ms':>8s} {'spans/ev':>8s} {'worker CPU ms/ev':>17s} {'collector':>9s} "
-        f"{'all CPU vs off':>15s}"
+        f"{'p99 ms':>8s} {'spans/ev':>8s} {'batch':>6s} {'worker CPU ms/ev':>17s} "
+        f"{'collector':>9s} {'all CPU vs off':>15s}"
     )
     for mode, runs in rows.items():
         tput = statistics.median(r["events_per_s"] for r in runs)
@@ -316,7 +357,7 @@ def main() -> None:
         }
         print(f"{mode:20s} {tput:9.1f} {(tput / off - 1) * 100:+7.1f}% {(paired - 1) * 100:+6.1f}% "
               f"{med['p50_ms']:8.1f} "
-              f"{med['p99_ms']:8.1f} {med['spans_per_event']:8.2f} "
+              f"{med['p99_ms']:8.1f} {med['spans_per_event']:8.2f} {med['batch_mean']:6.1f} "
               f"{worker_ms:8.2f} ({added:+.2f}) {med.get('cpu_ms_per_event.collector', 0):9.2f} "
               f"{(total / off_total - 1) * 100 if off_total else 0:+14.1f}%")  # fmt: skip
     print(
@@ -328,12 +369,43 @@ def main() -> None:
             if v["worker_cpu_extra_of_all_cpu"] is not None
         )
     )
+    print("\npaired with the same round's off burst, mean over rounds ± standard error:")
+    for mode, runs in rows.items():
+        if mode == "off":
+            continue
+        pairs = list(zip(runs, rows["off"], strict=True))
+        tput_pct = _geo_pct([r["events_per_s"] / o["events_per_s"] for r, o in pairs])
+        cpu_pct = _geo_pct([_all_cpu(r) / _all_cpu(o) for r, o in pairs])
+        worker = _mean_se(
+            [r["cpu_ms_per_event.worker"] - o["cpu_ms_per_event.worker"] for r, o in pairs]
+        )
+        summary[mode] |= {"paired_throughput_pct": tput_pct, "paired_all_cpu_pct": cpu_pct,
+                          "paired_worker_cpu_ms": worker}  # fmt: skip
+        print(f"  {mode:24s} throughput {tput_pct[0]:+5.1f}% ± {tput_pct[1]:.1f}   "
+              f"all CPU per event {cpu_pct[0]:+5.1f}% ± {cpu_pct[1]:.1f}   "
+              f"worker CPU per event {worker[0]:+.3f} ± {worker[1]:.3f} ms")  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    path = Path(OUT / "tracing_e2e.json")
-    path.write_text(json.dumps({"events": args.events, "repeat": args.repeat,
+    path = Path(OUT / ("tracing_e2e.json" if args.rate is None else "tracing_e2e_rate.json"))
+    path.write_text(json.dumps({"events": args.events, "repeat": args.repeat, "rate": args.rate,
                                 "cpu_ms_per_event_off": off_cpu, "modes": summary},
                                indent=2))  # fmt: skip
     print(f"\nwrote {path}")
+
+
+def _all_cpu(row: dict[str, float]) -> float:
+    return sum(v for k, v in row.items() if k.startswith("cpu_ms"))
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0] if values else 0.0), 0.0
+    return statistics.mean(values), statistics.stdev(values) / math.sqrt(len(values))
+
+
+def _geo_pct(ratios: list[float]) -> tuple[float, float]:
+    """The geometric mean of ``ratios`` as a % change, and its standard error in %."""
+    mean, se = _mean_se([math.log(r) for r in ratios])
+    return 100.0 * (math.exp(mean) - 1.0), 100.0 * se
 
 
 if __name__ == "__main__":
