@@ -17,14 +17,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import grpc
 
+from bench.tracing_e2e import start_collector
 from workers.telemetry.otlp import GRPC_METHOD, GrpcTransport, HttpTransport, Transport
 
 CASES: dict[str, tuple[str, int, float] | None] = {
@@ -67,10 +66,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=59517)
     args = ap.parse_args()
     count = Path(f"/tmp/export-calls-{os.getpid()}.count")
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "bench.tracing_e2e", "--collector", str(args.port),
-         "--count-file", str(count)],
-    )  # fmt: skip
+    receiver = start_collector(args.port, count)
     try:
         time.sleep(2.0)  # the receiver's ports open
         transports: dict[str, Transport] = {

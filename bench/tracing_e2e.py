@@ -186,6 +186,15 @@ def serve_collector(port: int, count_file: Path) -> None:
         time.sleep(0.2)
 
 
+def start_collector(port: int, count_file: Path) -> subprocess.Popen[bytes]:
+    """``serve_collector`` in a process of its own (OTLP/gRPC on ``port``, HTTP on the next)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.tracing_e2e", "--collector", str(port),
+         "--count-file", str(count_file)],
+        cwd=REPO_ROOT,
+    )  # fmt: skip
+
+
 def _received(count_file: Path) -> int:
     try:
         return int(count_file.read_text() or 0)
@@ -264,11 +273,7 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     count_file = run_dir / "collector.spans"
     count_file.unlink(missing_ok=True)
-    collector = subprocess.Popen(
-        [sys.executable, "-m", "bench.tracing_e2e", "--collector", str(otlp_port),
-         "--count-file", str(count_file)],
-        cwd=REPO_ROOT,
-    )  # fmt: skip
+    collector = start_collector(otlp_port, count_file)
     local.kafka(services, "start", "--clean")
     local.triton(services, "start")
     others = {
@@ -276,7 +281,6 @@ def main() -> None:
         "kafka": pid_file(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
         "collector": lambda: collector.pid,
     }
-    names = ["off", *[m for m in args.modes.split(",") if m in MODES and m != "off"]]
     names = ["off", *[m for m in args.modes.split(",") if m in MODES and m != "off"]]
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in names}
     workers: dict[str, tuple[local.WorkerProcess, Settings]] = {}

@@ -98,6 +98,16 @@ def _event(event: tuple[str, int, Mapping[str, AttributeValue]]) -> bytes:
     return field(b"\x5a", body)
 
 
+def _status(status: tuple[int, str] | None, parent_remote: bool) -> bytes:
+    """The ``Span.status`` field (the SDK always sends one, UNSET by default) and the span flags
+    that follow it (whether the parent is remote)."""
+    if status is None:
+        return _UNSET_REMOTE if parent_remote else _UNSET_LOCAL
+    code, message = status
+    body = (field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
+    return field(b"\x7a", body) + (_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
+
+
 def _link(link: TraceCtx) -> bytes:
     """A ``Span.links`` field (its flags say whether the linked span is remote)."""
     body = b"\x0a\x10" + link.trace_id.to_bytes(16, "big") + b"\x12\x08" + link.span_id.to_bytes(8)
@@ -120,7 +130,6 @@ class Encoder:
         self._stage_heads: dict[str, bytes] = {}  # INTERNAL spans' name and kind fields
         self._shared: dict[int, tuple[Shared, bytes]] = {}
         self._heads: dict[tuple[str, int], bytes] = {}  # name and kind fields
-        self._trace_id, self._trace_bytes = 0, bytes(16)
         self._shared_links: object = None  # the last batch copy's links, and its encoded
         self._shared_bytes = b""  # attributes and links
 
@@ -139,9 +148,7 @@ class Encoder:
         head = self._heads.get((s.name, s.kind))
         if head is None:
             head = self._head(s.name, s.kind)
-        if s.trace_id != self._trace_id:  # an event's spans share their trace id
-            self._trace_id, self._trace_bytes = s.trace_id, s.trace_id.to_bytes(16, "big")
-        parts = [b"\x0a\x10", self._trace_bytes, b"\x12\x08", s.span_id.to_bytes(8)]
+        parts = [b"\x0a\x10", s.trace_id.to_bytes(16), b"\x12\x08", s.span_id.to_bytes(8)]
         if s.state:
             parts.append(field(b"\x1a", s.state.encode()))
         if s.parent_id:
@@ -156,12 +163,7 @@ class Encoder:
             parts += map(_event, s.events)
         if s.links:
             parts += map(_link, s.links)
-        if s.status is None:  # the SDK always sends a Status, UNSET by default
-            parts.append(_UNSET_REMOTE if s.parent_remote else _UNSET_LOCAL)
-        else:
-            code, message = s.status
-            status = (field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
-            parts += (field(b"\x7a", status), _FLAGS_REMOTE if s.parent_remote else _FLAGS_LOCAL)
+        parts.append(_status(s.status, s.parent_remote))
         body = b"".join(parts)
         return b"\x12" + varint(len(body)) + body
 
@@ -215,12 +217,7 @@ class Encoder:
                 tail += b"".join(map(_link, links))
                 self._shared_links, self._shared_bytes = links, tail
             parts.append(tail)
-        if error is None:
-            parts.append(_UNSET_LOCAL)
-        else:
-            code, message = error
-            status = (field(b"\x12", message.encode()) if message else b"") + b"\x18" + varint(code)
-            parts += (field(b"\x7a", status), _FLAGS_LOCAL)
+        parts.append(_status(error, False))
         body = b"".join(parts)
         return b"\x12" + varint(len(body)) + body
 

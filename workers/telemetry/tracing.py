@@ -82,10 +82,6 @@ class EventSpan:
         self.span, self.ctx, self.pipeline = span, ctx, pipeline
         self.children: list[Child] | None = [] if span is not None else None
 
-    @property
-    def recording(self) -> bool:
-        return self.children is not None
-
     def end(self, error: BaseException | None = None) -> None:
         span, children = self.span, self.children
         if span is not None and children is not None and self.pipeline is not None:
