@@ -39,6 +39,7 @@ from workers.inference.triton import TritonClassifierClient
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
 from workers.retry import Backoff
+from workers.telemetry import logfilter, taskdump
 from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
@@ -213,6 +214,8 @@ def create_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:
+        taskdump.install(asyncio.get_running_loop())  # kill -USR1: every task's stack in the log
+        logfilter.install()  # aiokafka's per-retry lines, once per 10 s while a broker is away
         while True:  # decisions use current policies: start once the policy table caught up
             try:
                 await ready()

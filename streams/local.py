@@ -6,6 +6,7 @@ start is what users start.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.settings import REPO_ROOT, Settings
+from workers.telemetry import taskdump
 
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 TRITON_SCRIPT = REPO_ROOT / "deploy" / "triton" / "triton.sh"
@@ -24,6 +26,15 @@ TRITON_SCRIPT = REPO_ROOT / "deploy" / "triton" / "triton.sh"
 # The engine's line once its partitions are assigned and their tables restored (aiokafka logs
 # "Revoking previously assigned partitions" earlier: not a match).
 ASSIGNED = "[INFO] assigned "
+
+# What aiokafka logs on every retry while a broker is away (thousands of lines a second).
+RETRY_NOISE = (
+    "Unable connect to node",
+    "Unable to update metadata",
+    "NodeNotReadyError",
+    "Got error produce response",
+    "Discovered coordinator",
+)
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -133,6 +144,22 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+    def diagnose(self, lines: int = 60, wait_s: float = 5.0) -> str:
+        """What a stuck worker is doing: its last ``lines`` log lines (without the per-retry
+        connection errors aiokafka repeats while a broker is away) and a dump of its asyncio
+        tasks (SIGUSR1, see ``workers.telemetry.taskdump``)."""
+        pid = self.pid()
+        if pid is None:
+            return f"worker not running; log tail:\n{self.tail(lines)}"
+        before = self.log_path.read_text(errors="replace").count(taskdump.HEADER)
+        os.kill(pid, signal.SIGUSR1)
+        with contextlib.suppress(TimeoutError):
+            self.wait_log(taskdump.HEADER, wait_s, count=before + 1)
+        text = self.log_path.read_text(errors="replace")
+        at = text.rfind(taskdump.HEADER) if text.count(taskdump.HEADER) > before else len(text)
+        kept = [ln for ln in text[:at].splitlines() if not any(r in ln for r in RETRY_NOISE)]
+        return "\n".join(kept[-lines:]) + "\n" + (text[at:] or "(no task dump)")
 
     def stop(self, grace_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
         pid = self.pid()

@@ -87,7 +87,16 @@ jvm_for() {
 # counts, both for "started" and for the tail shown on failure (the files are appended to).
 declare -A LOG_OFF OUT_OFF
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
-since_start() { tail -c +"$(($2 + 1))" "$1" 2>/dev/null || true; }
+# What file $1 got since it was $2 bytes long. log4j rolls server.log over at 50 MB (to
+# server.log.1): when it is now shorter than that, the start's lines are in both files.
+since_start() {
+  if [ "$(size "$1")" -lt "$2" ]; then
+    tail -c +"$(($2 + 1))" "$1.1" 2>/dev/null || true
+    cat "$1" 2>/dev/null || true
+  else
+    tail -c +"$(($2 + 1))" "$1" 2>/dev/null || true
+  fi
+}
 
 log_tail() {
   local logs
