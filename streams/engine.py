@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from streams.records import SourceRecord
 from streams.security import kafka_client_kwargs
@@ -85,8 +85,10 @@ class Partition:
         transactional: bool,
         tables: Mapping[str, TablePartition],
         max_output_bytes: int = 1_000_000,
+        commit_timeout_s: float = 30.0,
     ) -> None:
         self.tp = tp
+        self.commit_timeout_s = commit_timeout_s
         self.max_output_bytes = max_output_bytes
         self.producer = producer
         self.transactional = transactional
@@ -102,6 +104,8 @@ class Partition:
         self.task: asyncio.Task[None] | None = None
         self.finishing: asyncio.Task[None] | None = None
         self.finishing_offset = 0
+        self.closed = False  # abandoned with its session: it must never commit or apply again
+        self.outstanding = 0  # records fetched for it and not finished yet
         self._commit_lock = asyncio.Lock()
 
     @property
@@ -183,18 +187,40 @@ class Partition:
     async def _commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
         if not self.uncommitted:
             return
+        try:
+            await asyncio.wait_for(self._commit_now(group_id, consumer), self.commit_timeout_s)
+        except TimeoutError as exc:  # the finisher fails with it: the session resets
+            raise KafkaTimeoutError(
+                f"commit of {self.tp.topic}[{self.tp.partition}] not done in "
+                f"{self.commit_timeout_s:g}s"
+            ) from exc
+
+    async def _commit_now(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
         offset = self.finished_offset if self._offset_moved else None
         # every record of the transaction acknowledged first: aiokafka would commit a
-        # transaction even though one of its records was refused
-        await asyncio.gather(*self.sent, *(f for _, f in self.changelog_sent))
+        # transaction even though one of its records was refused. asyncio.wait, not gather:
+        # a timeout must not cancel aiokafka's own futures
+        acks = [*self.sent, *(f for _, f in self.changelog_sent)]
+        if acks:
+            await asyncio.wait(acks)
+            refused = [e for ack in acks if (e := ack.exception()) is not None]
+            if refused:
+                raise refused[0]
+        # a shielded commit outlives its session's end: from there on it must neither commit
+        # (the next owner fences this producer and re-reads the offset) nor touch the tables
+        self._check_open()
         if self.transactional:  # a sweep's tombstones alone make a transaction without offsets
             await self._begin()
             if offset is not None:
                 await self.producer.send_offsets_to_transaction({self.tp: offset}, group_id)
+                self._check_open()
             await self.producer.commit_transaction()
             self.in_txn = False
         elif offset is not None:
             await consumer.commit({self.tp: offset})
+        # committed; but a partition abandoned meanwhile leaves its tables alone (closed): the
+        # next owner replays these changes from the changelog, past the unchanged checkpoint
+        self._check_open()
         ends: dict[str, int] = {}
         for part, fut in self.changelog_sent:
             ends[part.table] = max(ends.get(part.table, 0), fut.result().offset + 1)
@@ -211,6 +237,27 @@ class Partition:
             part.discard_staged()
         self.sent.clear()
         self.changelog_sent.clear()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise PartitionClosed(f"{self.tp.topic}[{self.tp.partition}] was closed")
+
+    def abandon(self, *, clean: bool = False) -> None:
+        """End this partition now, without an await (so nothing can interrupt it half-way):
+        its finisher and a record half-way through its sends are cancelled, its uncommitted
+        work is dropped (its open transaction aborts when the next owner's producer fences
+        this one) and its tables close: ``clean`` (its last commit succeeded, nothing after
+        it) lets the next open resume from their checkpoints, else they are rebuilt from the
+        changelogs. A commit still in flight raises ``PartitionClosed`` at its next step."""
+        clean = clean and not self.uncommitted and self.finishing is None
+        self.closed = True
+        for task in (self.task, self.finishing):
+            if task is not None and not task.done():
+                task.cancel()
+        self.finishing = None
+        self.drop_uncommitted()
+        for table in self.tables.values():
+            table.close(clean=clean)
 
 
 class Handler(Protocol):
@@ -238,6 +285,10 @@ class EngineReset(RuntimeError):
     """The session hit a Kafka error and is rebuilt from committed state."""
 
 
+class PartitionClosed(KafkaError):  # type: ignore[misc]
+    """A partition's session ended while one of its commits was still under way."""
+
+
 class Engine:
     def __init__(
         self,
@@ -263,6 +314,8 @@ class Engine:
         self._consumer: AIOKafkaConsumer | None = None
         self._shared: AIOKafkaProducer | None = None
         self._turn = 0  # rotates which partition fetch_fair serves first
+        self._retiring: set[asyncio.Task[None]] = set()  # producers of ended partitions
+        self.max_backoff_s = 5.0
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -282,7 +335,8 @@ class Engine:
             if time.monotonic() - started > 60:
                 delay = 1.0
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            # capped low: a broker that is back should see the worker within seconds
+            delay = min(delay * 2, self.max_backoff_s)
 
     def _reset(self, why: str) -> None:
         self.on_reset()
@@ -291,6 +345,7 @@ class Engine:
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         self._failed = loop.create_future()
+        self.pending = 0  # the last session's partitions are all gone
         s = self.settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
@@ -305,28 +360,47 @@ class Engine:
             **self.client_kwargs(),
         )
         self._consumer = consumer
-        if not self.transactional:
-            self._shared = self._producer(None)
-            await self._shared.start()
-        consumer.subscribe(list(self.handlers), listener=_Listener(self))
-        await consumer.start()
         stopping = False
         try:
+            if not self.transactional:
+                self._shared = self._producer(None)
+                await self._shared.start()
+            consumer.subscribe(list(self.handlers), listener=_Listener(self))
+            await consumer.start()
             await self._fetch_loop(consumer)
         except asyncio.CancelledError:  # the worker stops: commit what is finished, then leave
             stopping = True
             raise
         finally:
             self.ready.clear()
-            try:
-                await asyncio.wait_for(self._close_all(commit=stopping), 15.0)
-            except (TimeoutError, KafkaError) as exc:
-                log.warning("closing partitions: %s (their open transactions abort)", exc)
-            await consumer.stop()
+            if stopping:
+                try:
+                    await asyncio.wait_for(self._close_all(commit=True), 15.0)
+                except (TimeoutError, KafkaError) as exc:
+                    log.warning("closing partitions: %s (their open transactions abort)", exc)
+            # a session that failed commits nothing more: each partition ends at once (no
+            # await, nothing left half-closed) and its producer stops in the background
+            self._abandon_all()
+            await self._stop_client(consumer.stop(), "consumer")
             if self._shared is not None:
-                await self._shared.stop()
+                self._retire(self._shared)
                 self._shared = None
             self._consumer = None
+            if stopping:
+                await self.drain_retiring(10.0)
+
+    async def _stop_client(self, stop: Awaitable[None], what: str) -> None:
+        try:
+            await asyncio.wait_for(stop, 10.0)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("stopping the %s: %r", what, exc)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker stops
+            # aiokafka's stop can leak the cancellation of a task of its own (a coordinator
+            # mid-request): the client is stopped all the same
+            log.warning("stopping the %s: a cancellation inside aiokafka", what)
 
     async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
         assert self._failed is not None
@@ -359,6 +433,7 @@ class Engine:
                         tuple(msg.headers or ()),
                     )
                     part.queue.put_nowait((rec, handler.prepare(rec, part)))
+                    part.outstanding += 1
                     self.pending += 1
         self._failed.result()  # raises the finisher's error
 
@@ -407,81 +482,138 @@ class Engine:
 
     async def _open(self, tp: TopicPartition) -> None:
         handler = self.handlers[tp.topic]
-        if self.transactional:
-            producer = self._producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
-            # InitProducerId fences the previous owner and aborts its open transaction; bounded:
-            # a partition that cannot be fenced resets the session (and is tried again)
-            await asyncio.wait_for(producer.start(), 60.0)
-        else:
-            assert self._shared is not None
-            producer = self._shared
         tables: dict[str, TablePartition] = {}
-        if handler.tables:
-            restorer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                # a restore ends with fetches that return nothing but a transaction marker (the
-                # position moves past it only then): don't let each wait the default 500 ms
-                fetch_max_wait_ms=20,
-                **self.client_kwargs(),
-            )
-            await restorer.start()
-            try:
-                for table in handler.tables:
-                    tables[table.name] = await table.open(tp.partition, restorer)
-            finally:
-                await restorer.stop()
+        producer: AIOKafkaProducer | None = None
+        try:
+            if self.transactional:
+                producer = self._producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
+                # InitProducerId fences the previous owner and aborts its open transaction (or
+                # waits until one it was committing has ended); bounded: a partition that cannot
+                # be fenced resets the session (and is tried again)
+                await asyncio.wait_for(producer.start(), 60.0)
+                await self._seek_committed(tp)
+            else:
+                assert self._shared is not None
+                producer = self._shared
+            if handler.tables:
+                await self._restore(tp, handler, tables)
+        except BaseException:
+            for table in tables.values():
+                table.close()
+            if producer is not None and producer is not self._shared:
+                self._retire(producer)
+            raise
         part = Partition(
             tp,
             producer,
             transactional=self.transactional,
             tables=tables,
             max_output_bytes=self.settings.max_output_bytes,
+            commit_timeout_s=self.settings.commit_timeout_s,
         )
         part.task = asyncio.get_running_loop().create_task(self._finisher(part, handler))
         self.parts[tp] = part
 
+    async def _seek_committed(self, tp: TopicPartition) -> None:
+        """Start at the committed offset as read *after* fencing: the previous owner's last
+        transaction has ended by then, so its offset commit shows. The consumer's own fetch at
+        assignment may predate that and be stale, and aiokafka's OffsetFetch cannot ask the
+        broker to wait for pending transactional offsets (KIP-447's require_stable)."""
+        consumer = self._require_consumer()
+        committed = await asyncio.wait_for(consumer.committed(tp), 30.0)
+        if committed is not None:
+            consumer.seek(tp, committed)
+
+    async def _restore(
+        self, tp: TopicPartition, handler: Handler, tables: dict[str, TablePartition]
+    ) -> None:
+        restorer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            # a restore ends with fetches that return nothing but a transaction marker (the
+            # position moves past it only then): don't let each wait the default 500 ms
+            fetch_max_wait_ms=20,
+            **self.client_kwargs(),
+        )
+        try:
+            await restorer.start()
+            for table in handler.tables:
+                tables[table.name] = await table.open(tp.partition, restorer)
+        finally:
+            await self._stop_client(restorer.stop(), "restore consumer")
+
     async def _close(self, part: Partition, *, commit: bool) -> None:
         """Stop the finisher at a record boundary; commit (or drop) what it finished."""
-        if part.task is not None:
-            part.task.cancel()
-            await asyncio.wait([part.task])  # its end, not its error; our own cancel propagates
-        if part.finishing is not None:  # a record half-way through its sends: let it end
-            finishing, part.finishing = part.finishing, None
-            try:
-                await finishing
-            except Exception:  # its sends failed: the commit below fails too and drops them
-                log.warning("record at %s[%d] failed while closing", part.tp.topic, part.partition)
-            else:
-                part.finished_offset = part.finishing_offset
-            self.pending -= 1
-        dropped = part.queue.qsize()
-        self.pending -= dropped
-        self._room.set()
+        committed = False
         try:
+            if part.task is not None:
+                part.task.cancel()
+                await asyncio.wait([part.task])  # its end, not its error; our own cancel propagates
+            if part.finishing is not None:  # a record half-way through its sends: let it end
+                finishing, part.finishing = part.finishing, None
+                try:
+                    await finishing
+                except Exception:  # its sends failed: the commit below fails too and drops them
+                    log.warning(
+                        "record at %s[%d] failed while closing", part.tp.topic, part.partition
+                    )
+                else:
+                    part.finished_offset = part.finishing_offset
+                part.outstanding -= 1
+                self.pending -= 1
             if commit:
                 await part.commit(self.group_id, self._require_consumer())
+                committed = True
         except KafkaError as exc:
             log.warning("commit of %s[%d] at close failed: %s", part.tp.topic, part.partition, exc)
-            part.drop_uncommitted()
-        finally:
-            if part.transactional:  # bounded: a producer in a failed transaction can hang here;
-                # its open transaction is aborted anyway when the next owner's producer fences it
-                if part.in_txn and commit:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(part.producer.abort_transaction(), 5.0)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(part.producer.stop(), 5.0)
-            for table in part.tables.values():
-                table.close()
+        finally:  # whatever happened above (a cancellation included), the partition ends here
+            self._end(part, clean=committed)
 
-    async def _close_all(self, *, commit: bool) -> None:
+    def _end(self, part: Partition, *, clean: bool = False) -> None:
+        self.pending -= part.outstanding  # fetched and never to be finished here
+        part.outstanding = 0
+        in_txn = part.in_txn
+        part.abandon(clean=clean)
+        self._room.set()
+        if part.transactional:
+            self._retire(part.producer, abort=in_txn)
+
+    def _abandon_all(self) -> None:
         parts, self.parts = list(self.parts.values()), {}
         for part in parts:
-            if not commit:
-                part.drop_uncommitted()
+            self._end(part)
+        self.pending = 0
+
+    def _retire(self, producer: AIOKafkaProducer, *, abort: bool = False) -> None:
+        """Stop an ended partition's producer in the background. While the broker is away
+        that takes until it is back (aiokafka flushes first), or until the next owner's
+        producer fences this one; the session goes on without waiting. ``abort``: end its
+        open transaction first, so that readers need not wait for a fencing or the
+        transaction timeout (a producer already fenced is refused, which is as good)."""
+
+        async def stop() -> None:
+            if abort:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.abort_transaction(), 5.0)
+            try:
+                await asyncio.wait_for(producer.stop(), 120.0)
+            except Exception as exc:  # a retired producer only logs
+                log.warning("retired producer did not stop cleanly: %r", exc)
+
+        task = asyncio.get_running_loop().create_task(stop())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def drain_retiring(self, timeout_s: float) -> None:
+        """Wait (bounded) for retired producers to stop, e.g. before the worker exits."""
+        if self._retiring:
+            await asyncio.wait(list(self._retiring), timeout=timeout_s)
+
+    async def _close_all(self, *, commit: bool) -> None:
+        for part in list(self.parts.values()):
+            self.parts.pop(part.tp, None)
             await self._close(part, commit=commit)
 
     async def lag(self) -> dict[tuple[str, int], int]:
@@ -545,6 +677,7 @@ class Engine:
                 await asyncio.shield(part.finishing)
                 part.finishing = None
                 part.finished_offset = rec.offset + 1
+                part.outstanding -= 1
                 self.pending -= 1
                 self._room.set()
                 if time.monotonic() - part.last_commit >= interval:

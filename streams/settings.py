@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         "(several broker writes), so this bounds the transactions per partition to 1000/gap "
         "per second; 0 = commit on every idle moment.",
     )
+    commit_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=50,
+        description="A commit (its records acknowledged, the input offset sent, the transaction "
+        "committed) not done in this many seconds resets the processing session: the "
+        "transaction aborts and its records are processed again from the last commit. Kafka's "
+        "own clients bound the same wait (max.block.ms); aiokafka waits for ever. Below the "
+        "60 s transaction timeout.",
+    )
     dedupe_window_s: float = Field(
         7 * 86400.0, gt=0, description="How long an event id is remembered for de-duplication."
     )

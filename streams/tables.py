@@ -106,9 +106,17 @@ class PolicyTable:
 # transaction's changes are never seen.
 #
 # Local key layout: b"v" + key -> value; b"t" + key -> 8-byte timestamp (for expiry sweeps);
-# b"o" -> checkpoint. The changelog record's Kafka timestamp carries the row's timestamp.
+# b"o" -> checkpoint; b"c" -> present only while the store is closed cleanly. The changelog
+# record's Kafka timestamp carries the row's timestamp.
+#
+# The cache is trusted only after a clean close (Kafka Streams' rule under exactly-once): a
+# store left by a session that ended on an error, or by a process that died, is rebuilt from
+# the changelog. A broker can still lose a transaction it acknowledged as committed: Kafka
+# 4.4.0, stopped right after a commit, came back without that transaction's COMMIT markers,
+# and the next owner's fencing aborted its records; a cache that had written them through
+# would claim events whose results no reader will ever see.
 
-_VALUE, _TIME, _CHECKPOINT = b"v", b"t", b"o"
+_VALUE, _TIME, _CHECKPOINT, _CLEAN = b"v", b"t", b"o", b"c"
 _TS = struct.Struct(">d")
 
 
@@ -123,6 +131,7 @@ class TablePartition:
     db: Rdict
     staged: dict[bytes, tuple[bytes | None, float]] = field(default_factory=dict)
     restored: int = 0  # changelog records replayed at open
+    closed: bool = False
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.staged:
@@ -174,9 +183,15 @@ class TablePartition:
         del it
         return n
 
-    def close(self) -> None:
-        self.staged.clear()
-        self.db.close()
+    def close(self, *, clean: bool = False) -> None:
+        """``clean``: everything written through is known committed and nothing is pending,
+        so the next open may resume from the checkpoint; otherwise it rebuilds."""
+        if not self.closed:
+            self.closed = True
+            self.staged.clear()
+            if clean:
+                self.db.put(_CLEAN, b"1")
+            self.db.close()
 
 
 def _put(batch: WriteBatch, key: bytes, value: bytes | None, ts: float) -> None:
@@ -207,46 +222,49 @@ class ChangelogTable:
         path = self.path(partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         db = Rdict(str(path), Options(raw_mode=True))
-        tp = TopicPartition(self.changelog, partition)
-        consumer.assign([tp])
-        first = (await consumer.beginning_offsets([tp]))[tp]
-        end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset: read_committed
-        raw = db.get(_CHECKPOINT)
-        checkpoint = int(_TS.unpack(bytes(raw))[0]) if raw is not None else 0
-        if checkpoint > end or checkpoint < first:  # changelog recreated or compacted past us
-            log.warning(
-                "%s[%d]: checkpoint %d outside [%d, %d]; rebuilding",
-                self.name,
-                partition,
-                checkpoint,
-                first,
-                end,
-            )
-            db.close()
-            Rdict.destroy(str(path), Options(raw_mode=True))
-            db = Rdict(str(path), Options(raw_mode=True))
-            checkpoint = first
-        part = TablePartition(self.name, self.changelog, partition, db)
-        consumer.seek(tp, checkpoint)
-        progressed = time.monotonic()
-        while checkpoint < end:
-            batch = WriteBatch(raw_mode=True)
-            fetched = await consumer.getmany(tp, timeout_ms=500)
-            for rec in fetched.get(tp, []):
-                if rec.key is not None:
-                    _put(batch, rec.key, rec.value, rec.timestamp / 1000.0)
-                    part.restored += 1
-            position = await consumer.position(tp)
-            if position > checkpoint:
-                progressed = time.monotonic()
-            elif time.monotonic() - progressed > stall_s:
+        try:  # a failed restore (a Kafka error, a cancellation) leaves no handle open
+            tp = TopicPartition(self.changelog, partition)
+            consumer.assign([tp])
+            first = (await consumer.beginning_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset: read_committed
+            raw = db.get(_CHECKPOINT)
+            checkpoint = int(_TS.unpack(bytes(raw))[0]) if raw is not None else 0
+            clean = db.get(_CLEAN) is not None
+            db.delete(_CLEAN)  # in use: a crash from here on leaves it unclean
+            why = ""
+            if checkpoint > end or checkpoint < first:  # changelog recreated or compacted past us
+                why = f"checkpoint {checkpoint} outside [{first}, {end}]"
+            elif raw is not None and not clean:
+                why = f"not closed cleanly (checkpoint {checkpoint})"
+            if why:
+                log.warning("%s[%d]: %s; rebuilding from the changelog", self.name, partition, why)
                 db.close()
-                raise TimeoutError(
-                    f"{self.name}[{partition}] restore stalled at {position} < {end}"
-                )
-            checkpoint = position
-            batch.put(_CHECKPOINT, _TS.pack(float(checkpoint)))
-            db.write(batch)
+                Rdict.destroy(str(path), Options(raw_mode=True))
+                db = Rdict(str(path), Options(raw_mode=True))
+                checkpoint = first
+            part = TablePartition(self.name, self.changelog, partition, db)
+            consumer.seek(tp, checkpoint)
+            progressed = time.monotonic()
+            while checkpoint < end:
+                batch = WriteBatch(raw_mode=True)
+                fetched = await consumer.getmany(tp, timeout_ms=500)
+                for rec in fetched.get(tp, []):
+                    if rec.key is not None:
+                        _put(batch, rec.key, rec.value, rec.timestamp / 1000.0)
+                        part.restored += 1
+                position = await consumer.position(tp)
+                if position > checkpoint:
+                    progressed = time.monotonic()
+                elif time.monotonic() - progressed > stall_s:
+                    raise TimeoutError(
+                        f"{self.name}[{partition}] restore stalled at {position} < {end}"
+                    )
+                checkpoint = position
+                batch.put(_CHECKPOINT, _TS.pack(float(checkpoint)))
+                db.write(batch)
+        except BaseException:
+            db.close()
+            raise
         log.info(
             "%s[%d] restored %d records up to offset %d",
             self.name,

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from rocksdict import Options, Rdict
 
-from streams.engine import Partition
+from streams.engine import Partition, PartitionClosed
 from streams.tables import TablePartition
 
 TP = TopicPartition("in", 2)
@@ -28,6 +30,8 @@ class _Meta:
 class FakeTxnProducer:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     next_offset: int = 0
+    hold_acks: bool = False  # acknowledgements wait (a broker that is away)
+    held: list[asyncio.Future[_Meta]] = field(default_factory=list)
 
     async def begin_transaction(self) -> None:
         self.calls.append(("begin",))
@@ -35,9 +39,18 @@ class FakeTxnProducer:
     async def send(self, topic: str, value: bytes | None, **kw: Any) -> asyncio.Future[_Meta]:
         self.calls.append(("send", topic, value))
         fut: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
-        fut.set_result(_Meta(self.next_offset))
+        if self.hold_acks:
+            self.held.append(fut)
+        else:
+            fut.set_result(_Meta(self.next_offset))
         self.next_offset += 1
         return fut
+
+    def release(self) -> None:
+        """The broker is back: every held record is acknowledged."""
+        for i, fut in enumerate(self.held):
+            fut.set_result(_Meta(100 + i))
+        self.held.clear()
 
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
         self.calls.append(("offsets", dict(offsets), group))
@@ -47,13 +60,19 @@ class FakeTxnProducer:
 
 
 def _partition(
-    tmp_path: Path, *, transactional: bool = True
+    tmp_path: Path, *, transactional: bool = True, commit_timeout_s: float = 30.0
 ) -> tuple[Partition, FakeTxnProducer, TablePartition]:
     table = TablePartition(
         "context", "app-context-changelog", 2, Rdict(str(tmp_path / "db"), Options(raw_mode=True))
     )
     producer = FakeTxnProducer()
-    part = Partition(TP, producer, transactional=transactional, tables={"context": table})  # type: ignore[arg-type]
+    part = Partition(
+        TP,
+        producer,  # type: ignore[arg-type]
+        transactional=transactional,
+        tables={"context": table},
+        commit_timeout_s=commit_timeout_s,
+    )
     return part, producer, table
 
 
@@ -108,3 +127,52 @@ def test_at_least_once_a_sweep_is_applied_once_its_tombstones_are_acknowledged(
         table.close()
 
     asyncio.run(run())
+
+
+def test_a_commit_that_cannot_finish_times_out_and_commits_nothing(tmp_path: Path) -> None:
+    """aiokafka waits for ever for acknowledgements from a broker that is away; the commit is
+    bounded (the finisher's error resets the session) and changes nothing meanwhile."""
+
+    async def run() -> None:
+        part, producer, table = _partition(tmp_path, commit_timeout_s=0.05)
+        producer.hold_acks = True
+        await part.put("context", b"c1", b"row", 1.0)
+        part.finished_offset = 3
+        with pytest.raises(KafkaTimeoutError, match=r"commit of in\[2\] not done in 0.05s"):
+            await part.commit("app", None)  # type: ignore[arg-type]
+        assert [c[0] for c in producer.calls] == ["begin", "send"]  # no offsets, no commit
+        assert not producer.held[0].cancelled()  # aiokafka's own future is left alone
+        assert part.committed_offset is None and table.get(b"c1") == b"row"  # still staged
+        table.close()
+
+    asyncio.run(run())
+
+
+def test_an_abandoned_partitions_commit_in_flight_neither_commits_nor_applies(
+    tmp_path: Path,
+) -> None:
+    """The session ended while a (shielded) commit waited for acknowledgements: when the
+    broker answers later, that commit must not send offsets, commit, or write the table cache
+    (the next owner fences the producer; an aborted transaction's rows must never be read)."""
+
+    async def run() -> None:
+        part, producer, table = _partition(tmp_path)
+        producer.hold_acks = True
+        await part.put("context", b"c1", b"row", 1.0)
+        part.finished_offset = 3
+        commit = asyncio.ensure_future(part.commit("app", None))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        part.abandon()
+        assert part.closed and table.closed and not table.staged
+        producer.release()
+        with pytest.raises(PartitionClosed):
+            await commit
+        assert [c[0] for c in producer.calls] == ["begin", "send"]
+        assert part.committed_offset is None
+
+    asyncio.run(run())
+    db = Rdict(str(tmp_path / "db"), Options(raw_mode=True))
+    try:
+        assert db.get(b"vc1") is None and db.get(b"o") is None  # nothing written through
+    finally:
+        db.close()
