@@ -538,7 +538,7 @@ class Engine:
             **self.client_kwargs(),
         )
         try:
-            await restorer.start()
+            await asyncio.wait_for(restorer.start(), 60.0)
             for table in handler.tables:
                 tables[table.name] = await table.open(tp.partition, restorer)
         finally:

@@ -252,7 +252,8 @@ class ChangelogTable:
                     if rec.key is not None:
                         _put(batch, rec.key, rec.value, rec.timestamp / 1000.0)
                         part.restored += 1
-                position = await consumer.position(tp)
+                # bounded: aiokafka's position() waits in a loop for a position to be valid
+                position = await asyncio.wait_for(consumer.position(tp), stall_s)
                 if position > checkpoint:
                     progressed = time.monotonic()
                 elif time.monotonic() - progressed > stall_s:
