@@ -307,7 +307,6 @@ class Engine:
         self.group_id = settings.app_id
         self.transactional = settings.processing_guarantee == "exactly_once"
         self.parts: dict[TopicPartition, Partition] = {}
-        self.pending = 0
         self.ready = asyncio.Event()  # set while partitions are assigned and restored
         self._room = asyncio.Event()
         self._failed: asyncio.Future[None] | None = None
@@ -316,6 +315,12 @@ class Engine:
         self._turn = 0  # rotates which partition fetch_fair serves first
         self._retiring: set[asyncio.Task[None]] = set()  # producers of ended partitions
         self.max_backoff_s = 5.0
+
+    @property
+    def pending(self) -> int:
+        """Records fetched and not finished yet, over the partitions held now (backpressure
+        at ``max_pending``); an ended partition's records stop counting with it."""
+        return sum(part.outstanding for part in self.parts.values())
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -345,7 +350,6 @@ class Engine:
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         self._failed = loop.create_future()
-        self.pending = 0  # the last session's partitions are all gone
         s = self.settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
@@ -375,7 +379,7 @@ class Engine:
             self.ready.clear()
             if stopping:
                 try:
-                    await asyncio.wait_for(self._close_all(commit=True), 15.0)
+                    await asyncio.wait_for(self._close_all(), 15.0)
                 except (TimeoutError, KafkaError) as exc:
                     log.warning("closing partitions: %s (their open transactions abort)", exc)
             # a session that failed commits nothing more: each partition ends at once (no
@@ -434,7 +438,6 @@ class Engine:
                     )
                     part.queue.put_nowait((rec, handler.prepare(rec, part)))
                     part.outstanding += 1
-                    self.pending += 1
         self._failed.result()  # raises the finisher's error
 
     async def _wait_for_room(self, consumer: AIOKafkaConsumer) -> None:
@@ -478,7 +481,7 @@ class Engine:
         for tp in sorted(revoked):
             part = self.parts.pop(tp, None)
             if part is not None:
-                await self._close(part, commit=True)
+                await self._close(part)
 
     async def _open(self, tp: TopicPartition) -> None:
         handler = self.handlers[tp.topic]
@@ -544,8 +547,9 @@ class Engine:
         finally:
             await self._stop_client(restorer.stop(), "restore consumer")
 
-    async def _close(self, part: Partition, *, commit: bool) -> None:
-        """Stop the finisher at a record boundary; commit (or drop) what it finished."""
+    async def _close(self, part: Partition) -> None:
+        """Stop the finisher at a record boundary and commit what it finished (a revoke, the
+        worker stopping)."""
         committed = False
         try:
             if part.task is not None:
@@ -561,19 +565,14 @@ class Engine:
                     )
                 else:
                     part.finished_offset = part.finishing_offset
-                part.outstanding -= 1
-                self.pending -= 1
-            if commit:
-                await part.commit(self.group_id, self._require_consumer())
-                committed = True
+            await part.commit(self.group_id, self._require_consumer())
+            committed = True
         except KafkaError as exc:
             log.warning("commit of %s[%d] at close failed: %s", part.tp.topic, part.partition, exc)
         finally:  # whatever happened above (a cancellation included), the partition ends here
             self._end(part, clean=committed)
 
     def _end(self, part: Partition, *, clean: bool = False) -> None:
-        self.pending -= part.outstanding  # fetched and never to be finished here
-        part.outstanding = 0
         in_txn = part.in_txn
         part.abandon(clean=clean)
         self._room.set()
@@ -584,7 +583,6 @@ class Engine:
         parts, self.parts = list(self.parts.values()), {}
         for part in parts:
             self._end(part)
-        self.pending = 0
 
     def _retire(self, producer: AIOKafkaProducer, *, abort: bool = False) -> None:
         """Stop an ended partition's producer in the background. While the broker is away
@@ -611,10 +609,10 @@ class Engine:
         if self._retiring:
             await asyncio.wait(list(self._retiring), timeout=timeout_s)
 
-    async def _close_all(self, *, commit: bool) -> None:
+    async def _close_all(self) -> None:
         for part in list(self.parts.values()):
             self.parts.pop(part.tp, None)
-            await self._close(part, commit=commit)
+            await self._close(part)
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Records behind the last stable offset, per assigned partition."""
@@ -678,7 +676,6 @@ class Engine:
                 part.finishing = None
                 part.finished_offset = rec.offset + 1
                 part.outstanding -= 1
-                self.pending -= 1
                 self._room.set()
                 if time.monotonic() - part.last_commit >= interval:
                     await asyncio.shield(part.commit(self.group_id, consumer))

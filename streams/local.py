@@ -27,15 +27,6 @@ TRITON_SCRIPT = REPO_ROOT / "deploy" / "triton" / "triton.sh"
 # "Revoking previously assigned partitions" earlier: not a match).
 ASSIGNED = "[INFO] assigned "
 
-# What aiokafka logs on every retry while a broker is away (thousands of lines a second).
-RETRY_NOISE = (
-    "Unable connect to node",
-    "Unable to update metadata",
-    "NodeNotReadyError",
-    "Got error produce response",
-    "Discovered coordinator",
-)
-
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -146,9 +137,9 @@ class WorkerProcess:
             return ""
 
     def diagnose(self, lines: int = 60, wait_s: float = 5.0) -> str:
-        """What a stuck worker is doing: its last ``lines`` log lines (without the per-retry
-        connection errors aiokafka repeats while a broker is away) and a dump of its asyncio
-        tasks (SIGUSR1, see ``workers.telemetry.taskdump``)."""
+        """What a stuck worker is doing: its last ``lines`` log lines (aiokafka's per-retry
+        lines are already collapsed in the worker, ``workers.telemetry.logfilter``) and a dump of
+        its asyncio tasks (SIGUSR1, see ``workers.telemetry.taskdump``)."""
         pid = self.pid()
         if pid is None:
             return f"worker not running; log tail:\n{self.tail(lines)}"
@@ -158,8 +149,8 @@ class WorkerProcess:
             self.wait_log(taskdump.HEADER, wait_s, count=before + 1)
         text = self.log_path.read_text(errors="replace")
         at = text.rfind(taskdump.HEADER) if text.count(taskdump.HEADER) > before else len(text)
-        kept = [ln for ln in text[:at].splitlines() if not any(r in ln for r in RETRY_NOISE)]
-        return "\n".join(kept[-lines:]) + "\n" + (text[at:] or "(no task dump)")
+        tail = text[:at].splitlines()[-lines:]
+        return "\n".join(tail) + "\n" + (text[at:] or "(no task dump)")
 
     def stop(self, grace_s: float = 20.0, sig: int = signal.SIGTERM) -> None:
         pid = self.pid()

@@ -36,14 +36,6 @@ HAS_IS_REMOTE, IS_REMOTE = 0x100, 0x200  # SpanFlags: the SDK always says whethe
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
 _SMALL = [bytes([i]) for i in range(128)]
-_bits = random.getrandbits
-
-
-def _span_id() -> bytes:
-    """A new span id's 8 bytes (never all zero)."""
-    return (_bits(64) or new_span_id()).to_bytes(8)
-
-
 _CACHE_LIMIT = 4096
 _TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64
 # span flags (field 16, fixed32): whether the parent is remote, with and without a Status before
@@ -187,7 +179,7 @@ class Encoder:
                 if head is None:
                     head = self._head(name, kind)
                 body = b"".join((
-                    trace, span_id.to_bytes(8) if span_id else _span_id(), under, head,
+                    trace, (span_id or new_span_id()).to_bytes(8), under, head,
                     times(0x39, start, 0x41, end), unset,
                 ))  # fmt: skip
                 n = len(body)
@@ -203,7 +195,7 @@ class Encoder:
         if head is None:
             head = self._head(name, kind)
         parts = [
-            trace, span_id.to_bytes(8) if span_id else _span_id(), under, head,
+            trace, (span_id or new_span_id()).to_bytes(8), under, head,
             _TIMES(0x39, start, 0x41, end),
         ]  # fmt: skip
         if shared:
