@@ -12,11 +12,19 @@ untraced worker) shows what the bench reads when nothing differs.
 
     .venv/bin/python -m bench.tracing_e2e [--events 1500] [--repeat 12] [--port-base 60000]
                                           [--modes "off,on (every event)"] [--rate 220]
+                                          [--side-by-side]
 
 Flat out, each burst's batches (events per Triton call) settle wherever the worker's loop and
 Triton meet, and bursts of the same mode vary by ±20% in throughput with them. ``--rate N``
 offers N events/s instead (open loop, below capacity): every mode then sees the same arrivals
 and batch sizes, and the figure to compare is the CPU per event.
+
+``--side-by-side`` sends every mode's burst at once instead (``side_by_side``): each worker's
+throughput is its outputs per second while all were busy, and its CPU per event is read over the
+same seconds, so machine drift cancels within a round. With several workers the shared Triton
+becomes the bottleneck (full batches), so there the figure that answers for tracing is the
+worker's extra CPU per event. The diagnostic modes "on (record only)" and "on (no send)" split
+it (``bench/probe``: spans recorded but never encoded; encoded but never sent).
 
 Besides throughput it reports the CPU each part spent per event (from /proc: the worker, Triton,
 Kafka, the collector) and the mean batch size (the worker's ``inferstream_batch_size``): on this
@@ -66,6 +74,7 @@ from workers.telemetry.exposition import Scrape, mean, parse_exposition
 from workers.telemetry.otlp import GRPC_METHOD
 
 OUT = REPO_ROOT / "bench" / "out"
+PROBE = REPO_ROOT / "bench" / "probe"  # sitecustomize of the diagnostic modes
 SPANS = "inferstream_spans_exported_total"
 TEXTS = [
     "My card was charged twice for order {n}.",
@@ -97,13 +106,24 @@ MODES = {
         "INFERSTREAM_TRACING_EXPORTER": "console",
         "INFERSTREAM_TRACING_SAMPLE_RATIO": "0",
     },
+    # where tracing's cost goes (bench/probe): every event's spans recorded but neither encoded
+    # nor sent; recorded and encoded but not sent
+    "on (record only)": {
+        "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
+        "INFERSTREAM_BENCH_PROBE": "record-only",
+        "PYTHONPATH": str(PROBE),
+    },
+    "on (no send)": {
+        "INFERSTREAM_TRACING_EXPORTER": "otlp-grpc",
+        "INFERSTREAM_BENCH_PROBE": "no-send",
+        "PYTHONPATH": str(PROBE),
+    },
 }
 DEFAULT_MODES = ("off", "off (control)", "on (every event)", "on (10% sampled)", "on (1% sampled)")
 
 
-async def burst(settings: Settings, n: int, rate: float | None = None) -> tuple[float, list[float]]:
-    """Produce ``n`` turns flat out (or ``rate`` a second); return the seconds until the last
-    output and the end-to-end latencies (event ts to output record timestamp)."""
+async def _outputs_from_end(settings: Settings) -> AIOKafkaConsumer:
+    """A read_committed consumer of ``settings``' output topic, at its end."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, isolation_level="read_committed"
     )
@@ -111,35 +131,83 @@ async def burst(settings: Settings, n: int, rate: float | None = None) -> tuple[
     parts = await topic_partitions(consumer, settings.topic_out)
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
+    return consumer
+
+
+async def _produce(settings: Settings, n: int, rate: float | None = None) -> float:
+    """Send ``n`` turns flat out (or ``rate`` a second) on new conversations; return when the
+    first was sent."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     await producer.start()
     # new conversations every burst: dialogues stay short (n / 200 turns), as in one run; a
     # dialogue that grows over many bursts makes each turn dearer (its context row grows)
     tag = uuid.uuid4().hex[:6]
     start = time.time()
-    for i in range(n):
-        if rate and i % 10 == 0:  # open loop: on schedule, whatever the outputs do
-            await asyncio.sleep(max(0.0, start + i / rate - time.time()))
-        ev = ConversationEvent(
-            f"b-{uuid.uuid4().hex[:12]}", f"conv-{tag}-{i % 200}", "bench", "u",
-            TEXTS[i % len(TEXTS)].format(n=i), time.time(),
-        )  # fmt: skip
-        await producer.send(settings.topic_in, ev.to_json(), key=ev.conversation_id.encode())
-    await producer.flush()
-    await producer.stop()
-    latencies: list[float] = []
-    last = start
     try:
-        while len(latencies) < n:
+        for i in range(n):
+            if rate and i % 10 == 0:  # open loop: on schedule, whatever the outputs do
+                await asyncio.sleep(max(0.0, start + i / rate - time.time()))
+            ev = ConversationEvent(
+                f"b-{uuid.uuid4().hex[:12]}", f"conv-{tag}-{i % 200}", "bench", "u",
+                TEXTS[i % len(TEXTS)].format(n=i), time.time(),
+            )  # fmt: skip
+            await producer.send(settings.topic_in, ev.to_json(), key=ev.conversation_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return start
+
+
+async def _collect(consumer: AIOKafkaConsumer, n: int) -> list[tuple[float, float]]:
+    """The next ``n`` outputs' (record timestamp in s, end-to-end latency in ms)."""
+    out: list[tuple[float, float]] = []
+    try:
+        while len(out) < n:
             batch = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 300)
             for records in batch.values():
                 for rec in records:
-                    ts = json.loads(rec.value)["latency_ms"]["end_to_end"]
-                    latencies.append(ts)
-                    last = max(last, rec.timestamp / 1000.0)
+                    out.append(
+                        (rec.timestamp / 1000.0, json.loads(rec.value)["latency_ms"]["end_to_end"])
+                    )
     finally:
         await consumer.stop()
-    return last - start, latencies
+    return out
+
+
+async def burst(settings: Settings, n: int, rate: float | None = None) -> tuple[float, list[float]]:
+    """Produce ``n`` turns flat out (or ``rate`` a second); return the seconds until the last
+    output and the end-to-end latencies (event ts to output record timestamp)."""
+    consumer = await _outputs_from_end(settings)
+    start = await _produce(settings, n, rate)
+    outputs = await _collect(consumer, n)
+    return max([start, *(ts for ts, _ in outputs)]) - start, [lat for _, lat in outputs]
+
+
+async def side_by_side(
+    targets: dict[str, Settings], n: int
+) -> dict[str, tuple[float, list[float]]]:
+    """``n`` turns to every mode's worker at once; (events/s while all were busy, latencies) per
+    mode (``busy_rates``). Machine drift hits every mode alike in the same seconds, so the
+    ratios are far tighter than sequential bursts'."""
+    consumers = {m: await _outputs_from_end(s) for m, s in targets.items()}
+    collecting = {m: asyncio.ensure_future(_collect(c, n)) for m, c in consumers.items()}
+    await asyncio.gather(*(_produce(s, n) for s in targets.values()))
+    outputs = {m: await task for m, task in collecting.items()}
+    rates = busy_rates({m: [ts for ts, _ in out] for m, out in outputs.items()})
+    return {m: (rates[m], [lat for _, lat in out]) for m, out in outputs.items()}
+
+
+def busy_rates(
+    times: dict[str, list[float]], settle_s: float = 1.0, min_window_s: float = 2.0
+) -> dict[str, float]:
+    """Each mode's outputs per second within the window in which every mode was busy: from
+    ``settle_s`` after the last mode's first output to the first mode's last output. A worker
+    that finished early leaves the machine to the others, so its tail is not compared."""
+    start = max(min(ts) for ts in times.values()) + settle_s
+    end = min(max(ts) for ts in times.values())
+    if end - start < min_window_s:
+        raise ValueError(f"a window of {end - start:.1f} s: send more events (--events)")
+    return {m: sum(start <= t <= end for t in ts) / (end - start) for m, ts in times.items()}
 
 
 def serve_collector(port: int, count_file: Path) -> None:
@@ -249,6 +317,10 @@ def main() -> None:
         "--rate", type=float, help="events/s offered (open loop) instead of flat out: compare "
         "CPU per event at the same load, where batching does not depend on the mode",
     )  # fmt: skip
+    ap.add_argument(
+        "--side-by-side", action="store_true", help="every mode's burst at once, each round; "
+        "throughput is each worker's outputs per second while all are busy (drift cancels)",
+    )  # fmt: skip
     ap.add_argument("--collector", type=int, help=argparse.SUPPRESS)  # the collector process
     ap.add_argument("--count-file", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -292,6 +364,9 @@ def main() -> None:
         time.sleep(3)  # the warm-up's spans exported (every 1 s) before counting
         order = random.Random(args.seed)
         for r in range(args.repeat):
+            if args.side_by_side:
+                _side_by_side_round(r, workers, others, count_file, args.events, rows)
+                continue
             # a fresh random order each round: no mode always follows the same one (the tail of
             # a burst, e.g. its spans' export, would always land on the same successor)
             for mode in order.sample(names, len(names)):
@@ -302,30 +377,10 @@ def main() -> None:
                 time.sleep(2)  # the span pipeline exports every 1 s
                 cpu1 = meter.sample()
                 scrape1, sent = _scrape(settings), _received(count_file) - bytes0
-                spans = scrape1.total(SPANS) - scrape0.total(SPANS)
-                lat.sort()
                 used = CpuMeter.usage(cpu0, cpu1, args.events)
-                row = {
-                    "events_per_s": args.events / seconds,
-                    "p50_ms": lat[len(lat) // 2],
-                    "p99_ms": lat[int(len(lat) * 0.99) - 1],
-                    "spans_per_event": spans / args.events,
-                    "batch_mean": mean(scrape1, scrape0, "inferstream_batch_size") or 0.0,
-                    "otlp_bytes_per_event": sent / args.events,
-                    "steal_pct": used.get("steal_pct") or 0.0,
-                } | {f"cpu_ms_per_event.{k}": v for k, v in used["cpu_ms_per_event"].items()}
+                row = _row(args.events / seconds, lat, scrape0, scrape1, args.events, sent, used)
                 rows[mode].append(row)
-                print(
-                    f"round {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
-                    f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
-                    f"batch {row['batch_mean']:4.1f}  "
-                    + "  ".join(
-                        f"{k.split('.')[1]} {v:.2f}"
-                        for k, v in row.items()
-                        if k.startswith("cpu_ms")
-                    )
-                    + f" (CPU ms/event)  steal {row['steal_pct']:.1f}%"
-                )
+                _print_row(r, mode, row)
     finally:
         for worker, _ in workers.values():
             worker.stop()
@@ -380,20 +435,91 @@ def main() -> None:
         pairs = list(zip(runs, rows["off"], strict=True))
         tput_pct = _geo_pct([r["events_per_s"] / o["events_per_s"] for r, o in pairs])
         cpu_pct = _geo_pct([_all_cpu(r) / _all_cpu(o) for r, o in pairs])
-        worker = _mean_se(
+        extra = _mean_se(
             [r["cpu_ms_per_event.worker"] - o["cpu_ms_per_event.worker"] for r, o in pairs]
         )
         summary[mode] |= {"paired_throughput_pct": tput_pct, "paired_all_cpu_pct": cpu_pct,
-                          "paired_worker_cpu_ms": worker}  # fmt: skip
+                          "paired_worker_cpu_ms": extra}  # fmt: skip
         print(f"  {mode:24s} throughput {tput_pct[0]:+5.1f}% ± {tput_pct[1]:.1f}   "
               f"all CPU per event {cpu_pct[0]:+5.1f}% ± {cpu_pct[1]:.1f}   "
-              f"worker CPU per event {worker[0]:+.3f} ± {worker[1]:.3f} ms")  # fmt: skip
+              f"worker CPU per event {extra[0]:+.3f} ± {extra[1]:.3f} ms")  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
-    path = Path(OUT / ("tracing_e2e.json" if args.rate is None else "tracing_e2e_rate.json"))
+    name = (
+        "tracing_e2e"
+        + ("_rate" if args.rate else "")
+        + ("_side_by_side" if args.side_by_side else "")
+    )
+    path = OUT / f"{name}.json"
     path.write_text(json.dumps({"events": args.events, "repeat": args.repeat, "rate": args.rate,
+                                "side_by_side": args.side_by_side,
                                 "cpu_ms_per_event_off": off_cpu, "modes": summary},
                                indent=2))  # fmt: skip
     print(f"\nwrote {path}")
+
+
+def _row(
+    events_per_s: float,
+    lat: list[float],
+    scrape0: Scrape,
+    scrape1: Scrape,
+    events: int,
+    otlp_bytes: float,
+    used: dict[str, Any],
+) -> dict[str, float]:
+    """One mode's figures for one round."""
+    lat = sorted(lat)
+    return {
+        "events_per_s": events_per_s,
+        "p50_ms": lat[len(lat) // 2],
+        "p99_ms": lat[int(len(lat) * 0.99) - 1],
+        "spans_per_event": (scrape1.total(SPANS) - scrape0.total(SPANS)) / events,
+        "batch_mean": mean(scrape1, scrape0, "inferstream_batch_size") or 0.0,
+        "otlp_bytes_per_event": otlp_bytes / events,
+        "steal_pct": used.get("steal_pct") or 0.0,
+    } | {f"cpu_ms_per_event.{k}": v for k, v in used["cpu_ms_per_event"].items()}
+
+
+def _print_row(r: int, mode: str, row: dict[str, float]) -> None:
+    cpu = "  ".join(f"{k.split('.')[1]} {v:.2f}" for k, v in row.items() if k.startswith("cpu_ms"))
+    print(
+        f"round {r + 1} {mode:18s} {row['events_per_s']:7.1f} ev/s  "
+        f"p50 {row['p50_ms']:7.1f} ms  spans/event {row['spans_per_event']:.2f}  "
+        f"batch {row['batch_mean']:4.1f}  {cpu} (CPU ms/event)  steal {row['steal_pct']:.1f}%"
+    )
+
+
+def _side_by_side_round(
+    r: int,
+    workers: dict[str, tuple[local.WorkerProcess, Settings]],
+    others: dict[str, Any],
+    count_file: Path,
+    n: int,
+    rows: dict[str, list[dict[str, float]]],
+) -> None:
+    """One round of ``--side-by-side``: every mode's burst at once (``side_by_side``). Triton,
+    Kafka and the collector serve all modes together: their CPU is split evenly per event, and
+    the collector's bytes in proportion to each mode's spans."""
+    meter = CpuMeter(others | {m: w.pid for m, (w, _) in workers.items()}, self_only=())
+    scrape0 = {m: _scrape(s) for m, (_, s) in workers.items()}
+    bytes0, cpu0 = _received(count_file), meter.sample()
+    result = asyncio.run(side_by_side({m: s for m, (_, s) in workers.items()}, n))
+    time.sleep(2)  # the span pipeline exports every 1 s
+    cpu1 = meter.sample()
+    scrape1 = {m: _scrape(s) for m, (_, s) in workers.items()}
+    sent = _received(count_file) - bytes0
+    spans = {m: scrape1[m].total(SPANS) - scrape0[m].total(SPANS) for m in workers}
+    shared = CpuMeter.usage(cpu0, cpu1, n * len(workers))
+    for mode in sorted(workers, key=list(rows).index):
+        own = CpuMeter.usage(cpu0, cpu1, n)["cpu_ms_per_event"]
+        used = shared | {
+            "cpu_ms_per_event": {k: v for k, v in shared["cpu_ms_per_event"].items()
+                                 if k not in workers} | {"worker": own[mode]}
+        }  # fmt: skip
+        share = spans[mode] / sum(spans.values()) if sum(spans.values()) else 0.0
+        events_per_s, lat = result[mode]
+        row = _row(events_per_s, lat, scrape0[mode], scrape1[mode], n, sent * share, used)
+        rows[mode].append(row)
+        _print_row(r, mode, row)
 
 
 def _all_cpu(row: dict[str, float]) -> float:
