@@ -131,12 +131,14 @@ async def _outputs_from_end(settings: Settings) -> AIOKafkaConsumer:
     parts = await topic_partitions(consumer, settings.topic_out)
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
+    for tp in parts:  # resolve the end positions now, before anything is produced
+        await consumer.position(tp)
     return consumer
 
 
 async def _produce(settings: Settings, n: int, rate: float | None = None) -> float:
-    """Send ``n`` turns flat out (or ``rate`` a second) on new conversations; return when the
-    first was sent."""
+    """Send ``n`` turns flat out (or ``rate`` a second) on new conversations; return the time
+    the first was sent."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
     await producer.start()
     # new conversations every burst: dialogues stay short (n / 200 turns), as in one run; a
@@ -508,14 +510,13 @@ def _side_by_side_round(
     scrape1 = {m: _scrape(s) for m, (_, s) in workers.items()}
     sent = _received(count_file) - bytes0
     spans = {m: scrape1[m].total(SPANS) - scrape0[m].total(SPANS) for m in workers}
-    shared = CpuMeter.usage(cpu0, cpu1, n * len(workers))
+    all_spans = sum(spans.values())
+    shared = CpuMeter.usage(cpu0, cpu1, n * len(workers))  # per event of every mode
+    own = CpuMeter.usage(cpu0, cpu1, n)["cpu_ms_per_event"]  # per event of each worker's own
+    pipeline = {k: v for k, v in shared["cpu_ms_per_event"].items() if k not in workers}
     for mode in sorted(workers, key=list(rows).index):
-        own = CpuMeter.usage(cpu0, cpu1, n)["cpu_ms_per_event"]
-        used = shared | {
-            "cpu_ms_per_event": {k: v for k, v in shared["cpu_ms_per_event"].items()
-                                 if k not in workers} | {"worker": own[mode]}
-        }  # fmt: skip
-        share = spans[mode] / sum(spans.values()) if sum(spans.values()) else 0.0
+        used = shared | {"cpu_ms_per_event": pipeline | {"worker": own[mode]}}
+        share = spans[mode] / all_spans if all_spans else 0.0
         events_per_s, lat = result[mode]
         row = _row(events_per_s, lat, scrape0[mode], scrape1[mode], n, sent * share, used)
         rows[mode].append(row)
