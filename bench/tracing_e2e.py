@@ -282,12 +282,21 @@ def _scrape(settings: Settings) -> Scrape:
 
 
 def start_worker(
-    mode: str, ports: dict[str, str], keys: Path, otlp_port: int
+    mode: str,
+    ports: dict[str, str],
+    keys: Path,
+    otlp_port: int,
+    *,
+    slot: int | None = None,
+    extra: dict[str, str] | None = None,
 ) -> tuple[local.WorkerProcess, Settings]:
-    """A worker with ``mode``'s tracing settings on topics of its own, ready and assigned."""
+    """A worker with ``mode``'s tracing settings (and ``extra`` environment) on topics of its
+    own, ready and assigned; its web port is the base's plus ``slot`` (default: the mode's
+    place in ``MODES``)."""
     uid = uuid.uuid4().hex[:8]
     http = MODES[mode]["INFERSTREAM_TRACING_EXPORTER"] == "otlp-http"
-    env = dict(os.environ) | ports | MODES[mode] | {
+    slot = list(MODES).index(mode) if slot is None else slot
+    env = dict(os.environ) | ports | MODES[mode] | (extra or {}) | {
         "INFERSTREAM_APP_ID": f"tr-{uid}",
         "INFERSTREAM_TOPIC_IN": f"tr-{uid}.in",
         "INFERSTREAM_TOPIC_OUT": f"tr-{uid}.out",
@@ -295,7 +304,7 @@ def start_worker(
         "INFERSTREAM_WATERMARK_KEY_DIR": str(keys),
         # the collector takes OTLP/gRPC on otlp_port and OTLP/HTTP on the next port
         "INFERSTREAM_TRACING_ENDPOINT": f"http://127.0.0.1:{otlp_port + http}",
-        "INFERSTREAM_WEB_PORT": str(int(ports["INFERSTREAM_WEB_PORT"]) + list(MODES).index(mode)),
+        "INFERSTREAM_WEB_PORT": str(int(ports["INFERSTREAM_WEB_PORT"]) + slot),
         "HF_HUB_OFFLINE": "1",
     }  # fmt: skip
     settings = settings_from_env(env)
