@@ -14,7 +14,8 @@ event and one per batch. The work between them is the worker's own CPU work per 
 the ratio). Triton and Kafka are not involved: their time is mostly waiting, and the end-to-end
 figure is measured on a live worker. Spans go to the worker's ``SpanPipeline``, whose sink drops
 them ("null") or first encodes them to OTLP protobuf as the OTLP exporters do ("otlp-encoded", the
-worker's own encoder, ``workers.telemetry.otlp``); no network. With ``--ratios`` below 1, events
+worker's own encoder, ``workers.telemetry.otlp``, its C part included when built; "otlp-encoded,
+Python": the same in Python only); no network. With ``--ratios`` below 1, events
 carry no traceparent and the sampler keeps that share.
 
 Prints each mode's CPU per event (best and median round), what tracing adds (the median over rounds
@@ -37,7 +38,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from prometheus_client import CollectorRegistry
 
 from workers.telemetry.metrics import Metrics
-from workers.telemetry.otlp import Encoder
+from workers.telemetry.otlp import NATIVE, Encoder
 from workers.telemetry.spans import CLIENT, Child, SpanData
 from workers.telemetry.tracing import ATTR_BACKEND, INSTRUMENTATION, KafkaTracing, SpanPipeline
 
@@ -51,10 +52,10 @@ Work = Callable[[dict[str, object], str], bytes]
 class NullSink:
     """Optionally encodes spans to OTLP protobuf (the worker's encoder); sends nothing."""
 
-    def __init__(self, encode: bool) -> None:
+    def __init__(self, encode: bool, native: bool = NATIVE) -> None:
         self.bytes = 0
         resource = Resource.create({SERVICE_NAME: "bench"})
-        self.encoder = Encoder(resource, INSTRUMENTATION) if encode else None
+        self.encoder = Encoder(resource, INSTRUMENTATION, native=native) if encode else None
 
     def prepare(self, span: SpanData) -> bytes | SpanData:
         return self.encoder.span(span) if self.encoder is not None else span
@@ -178,8 +179,10 @@ def cpu_per_event(run: Callable[[], None], n: int, spans: SpanPipeline | None = 
     return (time.process_time() - t0) / n
 
 
-def traced(ratio: float, encode: bool) -> tuple[KafkaTracing, tuple[SpanPipeline, NullSink]]:
-    sink = NullSink(encode)
+def traced(
+    ratio: float, encode: bool, native: bool = NATIVE
+) -> tuple[KafkaTracing, tuple[SpanPipeline, NullSink]]:
+    sink = NullSink(encode, native)
     pipeline = SpanPipeline(sink, sample_ratio=ratio)
     return KafkaTracing(pipeline, consumer_group="bench"), (pipeline, sink)
 
@@ -201,9 +204,12 @@ def main() -> int:
     }
     pipelines: dict[str, tuple[SpanPipeline, NullSink]] = {}
     for ratio in (float(r) for r in args.ratios.split(",")):
-        for encode in (False, True):
-            name = f"on {ratio:g} {'otlp-encoded' if encode else 'null-export'}"
-            tracing, pipelines[name] = traced(ratio, encode)
+        kinds = [("null-export", False, NATIVE), ("otlp-encoded", True, NATIVE)]
+        if NATIVE and ratio >= 1.0:  # the C encoder's share: the same, encoded in Python
+            kinds.append(("otlp-encoded, Python", True, False))
+        for label, encode, native in kinds:
+            name = f"on {ratio:g} {label}"
+            tracing, pipelines[name] = traced(ratio, encode, native)
             modes[name] = (tracing, parented if ratio >= 1.0 else rootless)
     for t, records in modes.values():  # warm up
         pipeline(t, records[:batch], batch, work)
@@ -228,7 +234,7 @@ def main() -> int:
     for name, runs in cpu.items():
         added[name] = statistics.median(r - o for r, o in zip(runs, off_runs, strict=True))
         best, median = min(runs) * 1e6, statistics.median(runs) * 1e6
-        line = f"  {name:<26} best {best:7.1f} us  median {median:7.1f} us"
+        line = f"  {name:<29} best {best:7.1f} us  median {median:7.1f} us"
         if name in pipelines:
             spans_to = pipelines[name][0]
             spans_to.shutdown()

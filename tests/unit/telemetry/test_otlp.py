@@ -55,9 +55,10 @@ def spans() -> list[SpanData]:
     return [consume, stage, batch, copy, publish]
 
 
-def test_encoding_parses_to_what_the_sdk_encoder_makes() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
+def test_encoding_parses_to_what_the_sdk_encoder_makes(native: bool) -> None:
     made = spans()
-    ours = Encoder(RESOURCE, INSTRUMENTATION).request(made)
+    ours = Encoder(RESOURCE, INSTRUMENTATION, native=native).request(made)
     sdk = SdkSink(None, RESOURCE)  # type: ignore[arg-type]
     expected = encode_spans([sdk.readable(s) for s in made])
     parsed = ExportTraceServiceRequest.FromString(ours)
@@ -72,12 +73,14 @@ def test_encoding_parses_to_what_the_sdk_encoder_makes() -> None:
     assert len(got[2].links) == 2 and got[2].links[1].flags == 0x300
 
 
-def test_an_events_spans_encode_as_the_sdk_encodes_them() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
+def test_an_events_spans_encode_as_the_sdk_encodes_them(native: bool) -> None:
     """``Encoder.event`` (children kept as tuples, shared pieces made once) against the SDK's
     encoder of the same spans: stages with and without attributes, two events sharing one batch
     step's copy (links, attributes, an error status), a producer span with its id chosen
     early, a failed stage with its exception event, a remote parent with tracestate."""
-    enc, sdk = Encoder(RESOURCE, INSTRUMENTATION), SdkSink(None, RESOURCE)  # type: ignore[arg-type]
+    enc = Encoder(RESOURCE, INSTRUMENTATION, native=native)
+    sdk = SdkSink(None, RESOURCE)  # type: ignore[arg-type]
     batch_ctx = TraceCtx(0xABC, 0xDEF, True)
     copy: Child = (
         "inference", 0, 10, 20, None, {"n": 2, "backend": "cpu"}, [batch_ctx], (2, "x: y"), 0,
@@ -118,8 +121,9 @@ def test_an_events_spans_encode_as_the_sdk_encodes_them() -> None:
     assert (0x77).to_bytes(8) in chosen  # the producer span keeps the id its headers carry
 
 
-def test_encoding_is_stable_with_the_caches_warm() -> None:
-    enc = Encoder(RESOURCE, INSTRUMENTATION)
+@pytest.mark.parametrize("native", [True, False], ids=["C", "Python"])
+def test_encoding_is_stable_with_the_caches_warm(native: bool) -> None:
+    enc = Encoder(RESOURCE, INSTRUMENTATION, native=native)
     batch = spans()
     assert enc.request(batch) == enc.request(batch)
 
