@@ -45,23 +45,21 @@ from typing import Any
 
 import numpy as np
 
-from bench.cpu import CpuMeter, pid_file
-from bench.stack import settings_from_env
+from bench.cpu import CpuMeter
 from bench.tracing_e2e import (
     MODES,
     OUT,
     PROBE,
     SPANS,
+    Stack,
     _received,
     _scrape,
     burst,
     side_by_side,
-    start_collector,
     start_worker,
 )
 from streams import local
-from streams.settings import REPO_ROOT, Settings
-from workers.provenance.keys import generate_key_file
+from streams.settings import Settings
 
 SWITCH_ON, SWITCH_OFF = signal.SIGRTMIN + 1, signal.SIGRTMIN + 2  # as bench/probe's
 
@@ -206,51 +204,26 @@ def main() -> None:
     if MODES.get(args.mode, {}).get("INFERSTREAM_TRACING_EXPORTER", "none") == "none":
         raise SystemExit(f"--mode {args.mode!r}: a mode with tracing on ({', '.join(MODES)})")
     plan = schedule(args.workers, args.repeat, args.seed)
-    base = args.port_base
-    run_dir = REPO_ROOT / ".run" / f"bench-tracing-{base}"
-    ports = {
-        "INFERSTREAM_KAFKA_PORT": str(base + 1092),
-        "INFERSTREAM_TRITON_HTTP_PORT": str(base),
-        "INFERSTREAM_TRITON_GRPC_PORT": str(base + 1),
-        "INFERSTREAM_TRITON_METRICS_PORT": str(base + 2),
-        "INFERSTREAM_RUN_DIR": str(run_dir),
-        "INFERSTREAM_WEB_PORT": str(base + 66),
-    }
-    services = settings_from_env(ports)
-    keys = run_dir / "keys"
-    if not keys.exists():
-        generate_key_file(keys, "bench-k1")
-    otlp_port = base + 317
-    run_dir.mkdir(parents=True, exist_ok=True)
-    count_file = run_dir / "collector.spans"
-    count_file.unlink(missing_ok=True)
-    collector = start_collector(otlp_port, count_file)
-    local.kafka(services, "start", "--clean")
-    local.triton(services, "start")
-    others = {
-        "triton": pid_file(run_dir / f"triton-{base + 1}" / "triton.pid"),
-        "kafka": pid_file(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
-        "collector": lambda: collector.pid,
-    }
+    stack = Stack.start(args.port_base)
     probe = {"PYTHONPATH": str(PROBE), "INFERSTREAM_BENCH_SWITCH": "1"}
     workers: list[tuple[local.WorkerProcess, Settings]] = []
     cells: list[dict[str, Any]] = []
     try:
         for i in range(args.workers):
-            workers.append(start_worker(args.mode, ports, keys, otlp_port, slot=i, extra=probe))
+            workers.append(
+                start_worker(args.mode, stack.ports, stack.keys, stack.otlp_port, slot=i,
+                             extra=probe)
+            )  # fmt: skip
         for _, settings in workers:  # warm-up, tracing on: model, caches, the broker's JIT
             asyncio.run(burst(settings, 300))
         time.sleep(3)  # the warm-up's spans exported before counting
         for r, pattern in enumerate(plan):
             cells += _round(r, (False,) * len(pattern) if args.aa else pattern, workers,
-                            others, count_file, args.events)  # fmt: skip
+                            stack.others, stack.count_file, args.events)  # fmt: skip
     finally:
         for worker, _ in workers:
             worker.stop()
-        local.triton(services, "stop")
-        local.kafka(services, "stop")
-        collector.terminate()
-        collector.wait(10)
+        stack.stop()
     if args.aa:  # the labels of the schedule, on workers that all stayed off
         for c in cells:
             c["on"] = plan[c["round"]][c["worker"]]

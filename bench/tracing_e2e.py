@@ -56,6 +56,7 @@ import time
 import urllib.request
 import uuid
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,56 @@ def _scrape(settings: Settings) -> Scrape:
     return Scrape(samples, time.monotonic())
 
 
+@dataclass
+class Stack:
+    """What every tracing bench runs on: Kafka (wiped), Triton and the OTLP collector, on ports
+    from ``base``; ``ports`` is the environment workers need to reach them, ``others`` the CPU
+    meter's roots for the shared parts."""
+
+    ports: dict[str, str]
+    services: Settings
+    keys: Path
+    otlp_port: int
+    count_file: Path
+    collector: subprocess.Popen[bytes]
+    others: dict[str, Any]
+
+    @classmethod
+    def start(cls, base: int) -> Stack:
+        run_dir = REPO_ROOT / ".run" / f"bench-tracing-{base}"
+        ports = {
+            "INFERSTREAM_KAFKA_PORT": str(base + 1092),
+            "INFERSTREAM_TRITON_HTTP_PORT": str(base),
+            "INFERSTREAM_TRITON_GRPC_PORT": str(base + 1),
+            "INFERSTREAM_TRITON_METRICS_PORT": str(base + 2),
+            "INFERSTREAM_RUN_DIR": str(run_dir),
+            "INFERSTREAM_WEB_PORT": str(base + 66),
+        }
+        services = settings_from_env(ports)
+        keys = run_dir / "keys"
+        if not keys.exists():
+            generate_key_file(keys, "bench-k1")
+        otlp_port = base + 317
+        run_dir.mkdir(parents=True, exist_ok=True)
+        count_file = run_dir / "collector.spans"
+        count_file.unlink(missing_ok=True)
+        collector = start_collector(otlp_port, count_file)
+        local.kafka(services, "start", "--clean")
+        local.triton(services, "start")
+        others = {
+            "triton": pid_file(run_dir / f"triton-{base + 1}" / "triton.pid"),
+            "kafka": pid_file(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
+            "collector": lambda: collector.pid,
+        }
+        return cls(ports, services, keys, otlp_port, count_file, collector, others)
+
+    def stop(self) -> None:
+        local.triton(self.services, "stop")
+        local.kafka(self.services, "stop")
+        self.collector.terminate()
+        self.collector.wait(10)
+
+
 def start_worker(
     mode: str,
     ports: dict[str, str],
@@ -338,32 +389,9 @@ def main() -> None:
     if args.collector:
         serve_collector(args.collector, args.count_file)
         return
-    base = args.port_base
-    run_dir = REPO_ROOT / ".run" / f"bench-tracing-{base}"
-    ports = {
-        "INFERSTREAM_KAFKA_PORT": str(base + 1092),
-        "INFERSTREAM_TRITON_HTTP_PORT": str(base),
-        "INFERSTREAM_TRITON_GRPC_PORT": str(base + 1),
-        "INFERSTREAM_TRITON_METRICS_PORT": str(base + 2),
-        "INFERSTREAM_RUN_DIR": str(run_dir),
-        "INFERSTREAM_WEB_PORT": str(base + 66),
-    }
-    services = settings_from_env(ports)
-    keys = run_dir / "keys"
-    if not keys.exists():
-        generate_key_file(keys, "bench-k1")
-    otlp_port = base + 317
-    run_dir.mkdir(parents=True, exist_ok=True)
-    count_file = run_dir / "collector.spans"
-    count_file.unlink(missing_ok=True)
-    collector = start_collector(otlp_port, count_file)
-    local.kafka(services, "start", "--clean")
-    local.triton(services, "start")
-    others = {
-        "triton": pid_file(run_dir / f"triton-{base + 1}" / "triton.pid"),
-        "kafka": pid_file(run_dir / f"kafka-{base + 1092}" / "kafka.pid"),
-        "collector": lambda: collector.pid,
-    }
+    stack = Stack.start(args.port_base)
+    ports, keys, otlp_port = stack.ports, stack.keys, stack.otlp_port
+    others, count_file = stack.others, stack.count_file
     names = ["off", *[m for m in args.modes.split(",") if m in MODES and m != "off"]]
     rows: dict[str, list[dict[str, float]]] = {m: [] for m in names}
     workers: dict[str, tuple[local.WorkerProcess, Settings]] = {}
@@ -395,10 +423,7 @@ def main() -> None:
     finally:
         for worker, _ in workers.values():
             worker.stop()
-        local.triton(services, "stop")
-        local.kafka(services, "stop")
-        collector.terminate()
-        collector.wait(10)
+        stack.stop()
     summary: dict[str, dict[str, Any]] = {}
     off = statistics.median(r["events_per_s"] for r in rows["off"])
     off_cpu = {k: statistics.median(r.get(k, 0.0) for r in rows["off"]) for k in rows["off"][0]}
