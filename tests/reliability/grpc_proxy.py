@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,14 @@ class TritonProxy:
             self._error = exc
             self._ready.set()
         finally:
+            # grpc.aio's server loop is a task of this loop: end it here, or it is finalized
+            # later, on a closed loop (an "Event loop is closed" warning in some other test)
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._server = None
+            gc.collect()
             self._loop.close()
 
     async def _serve(self) -> None:
