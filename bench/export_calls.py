@@ -1,6 +1,6 @@
 """What one span export call costs a process shaped like the worker: an asyncio loop making gRPC
 calls (as the worker's Triton client does, ``grpc.aio``) while a second thread exports OTLP-sized
-bodies with the worker's own transports (``workers.telemetry.otlp``: gRPC or HTTP).
+bodies with the worker's own transports (``workers.telemetry.otlp_export``: gRPC or HTTP).
 
     .venv/bin/python -m bench.export_calls [--seconds 6] [--rounds 3] [--port 59517]
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 
 from bench.tracing_e2e import start_collector
-from workers.telemetry.otlp import GRPC_METHOD, GrpcTransport, HttpTransport, Transport
+from workers.telemetry.otlp_export import GRPC_METHOD, GrpcTransport, HttpTransport, Transport
 
 CASES: dict[str, tuple[str, int, float] | None] = {
     "loop only": None,

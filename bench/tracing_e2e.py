@@ -72,7 +72,7 @@ from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
 from workers.provenance.keys import generate_key_file
 from workers.telemetry.exposition import Scrape, mean, parse_exposition
-from workers.telemetry.otlp import GRPC_METHOD
+from workers.telemetry.otlp_export import GRPC_METHOD
 
 OUT = REPO_ROOT / "bench" / "out"
 PROBE = REPO_ROOT / "bench" / "probe"  # sitecustomize of the diagnostic modes

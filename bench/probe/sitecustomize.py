@@ -23,7 +23,7 @@ SWITCH_ON, SWITCH_OFF = signal.SIGRTMIN + 1, signal.SIGRTMIN + 2
 _PROBE = os.environ.get("INFERSTREAM_BENCH_PROBE")
 if _PROBE in ("record-only", "no-send"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
-    from workers.telemetry import otlp
+    from workers.telemetry import otlp_export as otlp
 
     _init = otlp.OtlpSink.__init__
 

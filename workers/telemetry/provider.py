@@ -15,7 +15,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from workers.telemetry.otlp import Encoder, GrpcTransport, HttpTransport, OtlpSink
+from workers.telemetry.otlp import Encoder
+from workers.telemetry.otlp_export import GrpcTransport, HttpTransport, OtlpSink
 from workers.telemetry.spans import Child, SpanData, SpanPipeline, child_span
 
 Exporter = Literal["none", "console", "otlp-grpc", "otlp-http"]

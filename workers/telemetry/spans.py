@@ -6,8 +6,9 @@ tracing every event cost ~1.1 ms of CPU per event (bench/tracing.py). Here an ev
 one slotted object (``SpanData``: ids, name, kind, times, attributes, links, status, events) and
 its child spans are ``Child`` tuples, kept on the event until it ends. The whole event then goes
 to a ``SpanPipeline`` as one item (``end_event``), is turned into what its ``Sink`` queues (OTLP
-bytes for all of its spans at once, ``otlp.OtlpSink``; or ``SpanData`` records converted to the
-SDK's ``ReadableSpan`` for any SDK ``SpanExporter``, ``provider.SdkSink``: console, in-memory),
+bytes for all of its spans at once, ``otlp_export.OtlpSink``; or ``SpanData`` records converted
+to the SDK's ``ReadableSpan`` for any SDK ``SpanExporter``, ``provider.SdkSink``: console,
+in-memory),
 and a background thread exports the queue in batches. Spans outside any event (a batch step's
 own span) go one by one (``end``). The meanings are the SDK's: parent-based sampling with the
 SDK's trace-id ratio bound, W3C ids, the SDK's status codes and span kinds.

@@ -7,7 +7,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-from workers.telemetry.otlp import Encoder, ExportError, OtlpSink, varint
+from workers.telemetry.otlp import Encoder, varint
+from workers.telemetry.otlp_export import ExportError, OtlpSink
 from workers.telemetry.propagation import context_from
 from workers.telemetry.provider import INSTRUMENTATION, SdkSink
 from workers.telemetry.spans import (

@@ -216,7 +216,7 @@ def test_sampled_out_traces_still_propagate(exporter: InMemorySpanExporter) -> N
 
 
 def test_build_span_pipeline_choices() -> None:
-    from workers.telemetry.otlp import GrpcTransport, HttpTransport, OtlpSink
+    from workers.telemetry.otlp_export import GrpcTransport, HttpTransport, OtlpSink
     from workers.telemetry.provider import SdkSink
 
     assert build_span_pipeline("none", None, "svc") is None
@@ -236,7 +236,7 @@ def test_build_span_pipeline_choices() -> None:
 
 
 def test_otlp_http_endpoint_gets_the_traces_path() -> None:
-    from workers.telemetry.otlp import HttpTransport
+    from workers.telemetry.otlp_export import HttpTransport
 
     assert HttpTransport("http://c:4318").url == "http://c:4318/v1/traces"
     assert HttpTransport("http://c:4318/x/v1/traces").url == "http://c:4318/x/v1/traces"
@@ -395,7 +395,7 @@ def test_export_batches_are_cut_by_request_size() -> None:
 
 
 def test_batch_settings_from_the_otel_environment() -> None:
-    from workers.telemetry.otlp import OtlpSink
+    from workers.telemetry.otlp_export import OtlpSink
     from workers.telemetry.provider import batch_settings
 
     env = {
