@@ -98,12 +98,13 @@ class TritonProxy:
             self._error = exc
             self._ready.set()
         finally:
-            # grpc.aio's server loop is a task of this loop: end it here, or it is finalized
-            # later, on a closed loop (an "Event loop is closed" warning in some other test)
-            pending = asyncio.all_tasks(self._loop)
+            # grpc.aio's server loop coroutine must be finalized while its loop is open: later,
+            # on a closed loop, it warns "Event loop is closed" in whichever test GC runs in
+            pending = [task for task in asyncio.all_tasks(self._loop) if not task.done()]
             for task in pending:
                 task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                self._loop.run_until_complete(asyncio.wait(pending))
             self._server = None
             gc.collect()
             self._loop.close()
