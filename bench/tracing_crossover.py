@@ -41,23 +41,12 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.cpu import CpuMeter
-from bench.tracing_e2e import (
-    MODES,
-    OUT,
-    PROBE,
-    SPANS,
-    Stack,
-    _received,
-    _scrape,
-    burst,
-    side_by_side,
-    start_worker,
-)
+from bench.tracing_e2e import MODES, OUT, PROBE, Stack, burst, measure_side_by_side, start_worker
 from streams import local
 from streams.settings import Settings
 
@@ -130,28 +119,21 @@ def _round(
     pattern: Sequence[bool],
     workers: list[tuple[local.WorkerProcess, Settings]],
     others: dict[str, Any],
-    count_file: Any,
+    count_file: Path,
     n: int,
 ) -> list[dict[str, Any]]:
     """Every worker's burst at once, tracing where ``pattern`` says; one cell per worker."""
     _switch([w for w, _ in workers], pattern)
-    names = [f"w{i}" for i in range(len(workers))]
-    meter = CpuMeter(others | {m: w.pid for m, (w, _) in zip(names, workers, strict=True)}, ())
-    scrape0 = [_scrape(s) for _, s in workers]
-    bytes0, cpu0 = _received(count_file), meter.sample()
-    result = asyncio.run(side_by_side(dict(zip(names, (s for _, s in workers), strict=True)), n))
-    time.sleep(2)  # the span pipeline exports every 1 s
-    cpu1 = meter.sample()
-    scrape1 = [_scrape(s) for _, s in workers]
-    sent = _received(count_file) - bytes0
-    used = {k: cpu1.seconds[k] - cpu0.seconds[k] for k in cpu1.seconds if k in cpu0.seconds}
+    named = {f"w{i}": worker for i, worker in enumerate(workers)}
+    m = measure_side_by_side(named, others, count_file, n)
+    used = {k: m.cpu1.seconds[k] - m.cpu0.seconds[k] for k in m.cpu1.seconds if k in m.cpu0.seconds}
     shared_ms = 1000 * sum(v for k, v in used.items() if k in others) / (n * len(workers))
     cells = []
-    for i, (name, on) in enumerate(zip(names, pattern, strict=True)):
-        spans = (scrape1[i].total(SPANS) - scrape0[i].total(SPANS)) / n
+    for i, (name, on) in enumerate(zip(named, pattern, strict=True)):
+        spans = m.spans(name) / n
         if (spans > 0) != on:  # the switch is checked, not assumed
             raise RuntimeError(f"round {r + 1}: {name} should trace {on}, exported {spans} spans")
-        rate, lat = result[name]
+        rate, lat = m.result[name]
         cell = {
             "round": r, "worker": i, "on": on, "events_per_s": rate,
             "worker_cpu_ms": 1000 * used[name] / n, "shared_cpu_ms": shared_ms,
@@ -163,8 +145,8 @@ def _round(
             f"{cell['worker_cpu_ms']:.3f} ms/ev  shared {shared_ms:.3f} ms/ev  spans/ev "
             f"{spans:.2f}  p50 {cell['p50_ms']:.0f} ms"
         )
-    if sent and not any(pattern):
-        raise RuntimeError(f"round {r + 1}: {sent} OTLP bytes with every worker off")
+    if m.sent and not any(pattern):
+        raise RuntimeError(f"round {r + 1}: {m.sent} OTLP bytes with every worker off")
     return cells
 
 

@@ -63,7 +63,7 @@ from typing import Any
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.cpu import CpuMeter, pid_file
+from bench.cpu import CpuMeter, Sample, pid_file
 from bench.stack import settings_from_env
 from streams import local
 from streams.admin import ensure_topics, topic_partitions
@@ -535,6 +535,48 @@ def _side_by_side_round(
     """One round of ``--side-by-side``: every mode's burst at once (``side_by_side``). Triton,
     Kafka and the collector serve all modes together: their CPU is split evenly per event, and
     the collector's bytes in proportion to each mode's spans."""
+    m = measure_side_by_side(workers, others, count_file, n)
+    spans = {mode: m.spans(mode) for mode in workers}
+    all_spans = sum(spans.values())
+    shared = CpuMeter.usage(m.cpu0, m.cpu1, n * len(workers))  # per event of every mode
+    own = CpuMeter.usage(m.cpu0, m.cpu1, n)["cpu_ms_per_event"]  # per event of each worker's own
+    pipeline = {k: v for k, v in shared["cpu_ms_per_event"].items() if k not in workers}
+    for mode in sorted(workers, key=list(rows).index):
+        used = shared | {"cpu_ms_per_event": pipeline | {"worker": own[mode]}}
+        share = spans[mode] / all_spans if all_spans else 0.0
+        events_per_s, lat = m.result[mode]
+        row = _row(events_per_s, lat, m.scrape0[mode], m.scrape1[mode], n, m.sent * share, used)
+        rows[mode].append(row)
+        _print_row(r, mode, row)
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    """What one side-by-side burst measured: per worker, (events/s while all were busy,
+    latencies) and its metrics before and after; the CPU samples around it; the OTLP bytes the
+    collector received."""
+
+    result: dict[str, tuple[float, list[float]]]
+    scrape0: dict[str, Scrape]
+    scrape1: dict[str, Scrape]
+    cpu0: Sample
+    cpu1: Sample
+    sent: int
+
+    def spans(self, name: str) -> float:
+        """The spans the worker's receiver acknowledged over the burst."""
+        return self.scrape1[name].total(SPANS) - self.scrape0[name].total(SPANS)
+
+
+def measure_side_by_side(
+    workers: dict[str, tuple[local.WorkerProcess, Settings]],
+    others: dict[str, Any],
+    count_file: Path,
+    n: int,
+) -> SideBySide:
+    """``n`` turns to every worker at once (``side_by_side``), with their metrics, the CPU of
+    each worker and of ``others`` (Triton, Kafka, the collector), and the collector's bytes
+    around it (the span pipeline's last export included)."""
     meter = CpuMeter(others | {m: w.pid for m, (w, _) in workers.items()}, self_only=())
     scrape0 = {m: _scrape(s) for m, (_, s) in workers.items()}
     bytes0, cpu0 = _received(count_file), meter.sample()
@@ -542,19 +584,7 @@ def _side_by_side_round(
     time.sleep(2)  # the span pipeline exports every 1 s
     cpu1 = meter.sample()
     scrape1 = {m: _scrape(s) for m, (_, s) in workers.items()}
-    sent = _received(count_file) - bytes0
-    spans = {m: scrape1[m].total(SPANS) - scrape0[m].total(SPANS) for m in workers}
-    all_spans = sum(spans.values())
-    shared = CpuMeter.usage(cpu0, cpu1, n * len(workers))  # per event of every mode
-    own = CpuMeter.usage(cpu0, cpu1, n)["cpu_ms_per_event"]  # per event of each worker's own
-    pipeline = {k: v for k, v in shared["cpu_ms_per_event"].items() if k not in workers}
-    for mode in sorted(workers, key=list(rows).index):
-        used = shared | {"cpu_ms_per_event": pipeline | {"worker": own[mode]}}
-        share = spans[mode] / all_spans if all_spans else 0.0
-        events_per_s, lat = result[mode]
-        row = _row(events_per_s, lat, scrape0[mode], scrape1[mode], n, sent * share, used)
-        rows[mode].append(row)
-        _print_row(r, mode, row)
+    return SideBySide(result, scrape0, scrape1, cpu0, cpu1, _received(count_file) - bytes0)
 
 
 def _all_cpu(row: dict[str, float]) -> float:
