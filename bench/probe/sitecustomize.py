@@ -55,7 +55,6 @@ if os.environ.get("INFERSTREAM_BENCH_SWITCH"):
             _found.extend((o, o.pipeline) for o in gc.get_objects() if isinstance(o, KafkaTracing))
         for tracing, pipeline in _found:
             tracing.pipeline = pipeline if signum == SWITCH_ON else None
-            tracing.enabled = tracing.pipeline is not None
 
     signal.signal(SWITCH_ON, _switch)
     signal.signal(SWITCH_OFF, _switch)

@@ -8,7 +8,6 @@ writes the same bytes and hands back to Python what it does not handle (tests/un
 test_otlp_native.py). The output parses to the same message as the SDK's ``encode_spans`` of the
 same spans (tests/unit/telemetry/test_otlp.py checks it field by field, for C and Python),
 including the span flags that say whether the parent is remote.
-
 """
 
 from __future__ import annotations

@@ -246,9 +246,13 @@ class KafkaTracing:
         self, pipeline: SpanPipeline | None = None, *, consumer_group: str | None = None
     ) -> None:
         self.pipeline = pipeline
-        self.enabled = pipeline is not None
         self.consumer_group = consumer_group
         self._shared: dict[tuple[str, str, int | None, str | None], Shared] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Tracing is on: there is a pipeline to take spans."""
+        return self.pipeline is not None
 
     # --- propagation ---------------------------------------------------------------------------
     @staticmethod
