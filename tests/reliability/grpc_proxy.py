@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -98,15 +97,6 @@ class TritonProxy:
             self._error = exc
             self._ready.set()
         finally:
-            # grpc.aio's server loop coroutine must be finalized while its loop is open: later,
-            # on a closed loop, it warns "Event loop is closed" in whichever test GC runs in
-            pending = [task for task in asyncio.all_tasks(self._loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                self._loop.run_until_complete(asyncio.wait(pending))
-            self._server = None
-            gc.collect()
             self._loop.close()
 
     async def _serve(self) -> None:
