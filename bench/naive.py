@@ -24,7 +24,7 @@ import orjson
 import tritonclient.grpc.aio as grpcclient
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 
 
 class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -41,7 +41,7 @@ async def labels_of(client: Any, model: str) -> list[str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    tokenizer = WordPieceTokenizer(args.max_seq_len)
+    tokenizer = ModelTokenizer(args.max_seq_len)
     triton = grpcclient.InferenceServerClient(url=args.triton)
     labels = await labels_of(triton, args.model)
     consumer = AIOKafkaConsumer(

@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 
 _PII = ("call me on +44 20 7946 0958 please", "write to jane.doe@example.com about it")
 _FILLER = ("ok", "and", "the", "so", "yes")  # one WordPiece token each
@@ -33,8 +33,8 @@ def corpus_sentences() -> list[str]:
 class TextPool:
     """``count`` distinct texts per requested length, each exactly ``length`` tokens long."""
 
-    def __init__(self, tokenizer: WordPieceTokenizer | None = None, seed: int = 7) -> None:
-        self.tok = tokenizer or WordPieceTokenizer(max_seq_len=4096)
+    def __init__(self, tokenizer: ModelTokenizer | None = None, seed: int = 7) -> None:
+        self.tok = tokenizer or ModelTokenizer(max_seq_len=4096)
         self.sentences = corpus_sentences()
         self.seed = seed
         self._pools: dict[int, list[str]] = {}

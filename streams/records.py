@@ -224,6 +224,8 @@ class ConversationResult:
     reason: str | None = None
     filter: dict[str, Any] | None = None
     context: dict[str, Any] | None = None  # the earlier turns selected for this one
+    sentiment: dict[str, Any] | None = None  # {label, score} when the model has the head
+    entities: list[dict[str, Any]] | None = None  # offsets into the input event's text
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -236,6 +238,8 @@ class ConversationResult:
                 "reason": self.reason,
                 "label": self.label,
                 "scores": self.scores,
+                "sentiment": self.sentiment,
+                "entities": self.entities,
                 "text": self.text,
                 "filter": self.filter,
                 "policy_version": self.policy_version,

@@ -32,9 +32,9 @@ from tokenizers import Tokenizer
 
 from workers.errors import InferenceRejected
 from workers.inference.entities import Entity
-from workers.inference.tokenizer import default_tokenizer_path
+from workers.inference.tokenizer import clean_offsets, default_tokenizer_path
 
-SPECIAL_TOKENS = 2  # [CLS] ... [SEP]
+SPECIAL_TOKENS = 2  # <s> ... </s> ([CLS] ... [SEP])
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,8 @@ class DocumentTokenizer:
 
     def spans(self, text: str) -> TokenSpans:
         enc = self._tok.encode(text, add_special_tokens=False)
-        offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        clean = clean_offsets(text, enc.tokens, enc.offsets)
+        offsets = np.asarray(clean, dtype=np.int64).reshape(-1, 2)
         words = np.fromiter(
             (-1 if w is None else w for w in enc.word_ids), dtype=np.int64, count=len(enc.ids)
         )
@@ -76,7 +77,9 @@ class Chunk:
     is_last: bool
 
     def text(self, document: str) -> str:
-        return document[self.start_char : self.end_char]
+        """The chunk's text without trailing white space (SentencePiece would make a token of
+        it); offsets into it are offsets from ``start_char``."""
+        return document[self.start_char : self.end_char].rstrip()
 
 
 def chunk(

@@ -1,4 +1,4 @@
-"""Triton python_backend model: multi-task MiniLM, NNCF INT8 OpenVINO IR on CPU.
+"""Triton python_backend model: multi-task multilingual-e5-small, NNCF INT8 OpenVINO IR on CPU.
 
 Thin by design: ``initialize`` reads the config and compiles ``<version>/model.xml``;
 ``execute`` validates each request, pads the valid ones into one batch, runs it once and returns
@@ -25,7 +25,9 @@ except ImportError:  # imported outside Triton, e.g. to unit-test the helpers be
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
-OUTPUTS = ("logits", "safety", "embedding", "token_logits", "reply_index", "reply_score")
+OUTPUTS = (
+    "logits", "sentiment", "safety", "embedding", "token_logits", "reply_index", "reply_score",
+)  # fmt: skip
 _REPORTED = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")
 
 
@@ -114,7 +116,7 @@ class TritonPythonModel:
             raise ValueError(f"config labels {self.labels} != built labels {build.get('labels')}")
         if build.get("entity_labels") != params["entity_labels"].split(","):
             raise ValueError("config entity_labels differ from the built ones")
-        self.vocab_size = int(params.get("vocab_size", "30522"))
+        self.vocab_size = int(params["vocab_size"])
         props = compile_properties(params)
         self.compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", props)
         self.request = self.compiled.create_infer_request()
@@ -122,7 +124,7 @@ class TritonPythonModel:
             effective = {k: str(self.compiled.get_property(k)) for k in _REPORTED}
             name = args.get("model_name", "")
             pb_utils.Logger.log_info(f"{name}: OpenVINO {ov.get_version()} {effective}")
-        self._infer(np.array([[101, 102]], dtype=np.int64), np.ones((1, 2), dtype=np.int64))
+        self._infer(np.array([[0, 2]], dtype=np.int64), np.ones((1, 2), dtype=np.int64))
 
     def _infer(self, ids: IntArray, mask: IntArray) -> dict[str, Any]:
         self.request.infer({"input_ids": ids, "attention_mask": mask})

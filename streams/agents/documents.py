@@ -30,7 +30,7 @@ from workers.documents import DocumentTokenizer, SpanTokenizer, extract_entities
 from workers.errors import InferstreamError, InvalidEvent
 from workers.governance import Governor
 from workers.inference.classifier import Prediction, TurnClassifier
-from workers.inference.entities import Entity
+from workers.inference.entities import Entity, group_entities
 from workers.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class DocumentHandler:
                 "characters": len(doc.text),
                 "chunks": outcome.chunks,
                 "entities": [e.to_dict(doc.text) for e in outcome.entities],
+                "grouped": group_entities(doc.text, outcome.entities),
                 "model": {"name": outcome.model_name, "version": outcome.model_version},
                 "backend": outcome.backend,
                 "latency_ms": {

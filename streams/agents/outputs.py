@@ -14,6 +14,7 @@ from streams.settings import Settings
 from workers.context import Selection
 from workers.governance import Released
 from workers.inference.classifier import Prediction
+from workers.inference.entities import entity_records
 from workers.telemetry.cost import CostModel, analytics_record
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import EventSpan, KafkaTracing
@@ -84,6 +85,8 @@ class ConversationOutputs:
             produced_at=now,
             provenance=env.to_dict(),
             context=context,
+            sentiment=pred.sentiment if ok and pred else None,
+            entities=_entities(ev.text, rel, pred) if ok and pred else None,
         )
         headers = {
             "inferstream-event-id": ev.event_id.encode(),
@@ -165,6 +168,11 @@ def _filter_summary(rel: Released) -> dict[str, Any] | None:
         return None
     full = rel.decision.to_dict()
     return {"action": full["action"], "spans": full["spans"], "reasons": full["reasons"]}
+
+
+def _entities(text: str, rel: Released, pred: Prediction) -> list[dict[str, Any]]:
+    hidden = [(s.start, s.end) for s in rel.decision.spans] if rel.decision else []
+    return entity_records(text, pred.entities, hidden)
 
 
 def _detectors(rel: Released) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 
 from streams.settings import Settings
 from workers.errors import InferenceRejected
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 from workers.inference.triton import TritonClassifierClient
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ async def test_labels_come_from_the_model_config(services: Settings) -> None:
 
 async def test_batched_padded_and_concurrent_answers_agree(services: Settings) -> None:
     c = client(services)
-    tok = WordPieceTokenizer(256)
+    tok = ModelTokenizer(256, name="all-minilm-l6-v2")
     batch = tok.encode(TEXTS)  # padded to the longest text
     together = await c.infer(batch.input_ids, batch.attention_mask)
     singles = await asyncio.gather(
@@ -56,7 +56,7 @@ async def test_batched_padded_and_concurrent_answers_agree(services: Settings) -
 async def test_predictions_are_sensible(services: Settings) -> None:
     c = client(services)
     info = await c.info()
-    enc = WordPieceTokenizer(256).encode(TEXTS[:3])
+    enc = ModelTokenizer(256, name="all-minilm-l6-v2").encode(TEXTS[:3])
     out = await c.infer(enc.input_ids, enc.attention_mask)
     await c.close()
     assert [info.labels[i] for i in out.logits.argmax(axis=1)] == [
@@ -71,7 +71,7 @@ async def test_too_long_request_is_rejected_and_server_stays_healthy(services: S
     ids = np.full((1, 300), 1000, dtype=np.int64)
     with pytest.raises(InferenceRejected):
         await c.infer(ids, np.ones_like(ids))
-    enc = WordPieceTokenizer(256).encode(["still alive?"])
+    enc = ModelTokenizer(256, name="all-minilm-l6-v2").encode(["still alive?"])
     out = await c.infer(enc.input_ids, enc.attention_mask)
     await c.close()
     assert out.logits.shape == (1, 8)

@@ -21,7 +21,7 @@ from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
 from tests.reliability.grpc_proxy import TritonProxy
 from tests.reliability.support import allow_tenants, as_records, valid_turns
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -31,8 +31,9 @@ POISON_AT = (17, 101, 202)
 
 
 def marker_tokens() -> list[int]:
-    ids = WordPieceTokenizer(16).encode([MARKER]).input_ids[0]
-    return [int(t) for t in ids[1:-1] if t != 0]  # without [CLS], [SEP] and padding
+    enc = ModelTokenizer(16).encode([MARKER])
+    ids = enc.input_ids[0][enc.attention_mask[0] == 1]
+    return [int(t) for t in ids[1:-1]]  # without the special tokens at both ends
 
 
 def test_a_poison_event_is_dead_lettered_alone(

@@ -12,7 +12,7 @@ import pytest
 from workers.documents import Chunk, DocumentTokenizer, chunk, extract_entities, merge_entities
 from workers.errors import InferenceRejected
 from workers.inference.entities import Entity
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def tok() -> DocumentTokenizer:
 
 
 @pytest.fixture(scope="module")
-def encoder() -> WordPieceTokenizer:
-    return WordPieceTokenizer(max_seq_len=256)
+def encoder() -> ModelTokenizer:
+    return ModelTokenizer(max_seq_len=256)
 
 
 WORDS = [
@@ -58,7 +58,7 @@ def check_cover(text: str, chunks: list[Chunk]) -> None:
 
 
 def test_100k_character_document_chunks_fast_and_fully(
-    tok: DocumentTokenizer, encoder: WordPieceTokenizer
+    tok: DocumentTokenizer, encoder: ModelTokenizer
 ) -> None:
     text = document(100_000, seed=1, phones=0.02)
     started = time.perf_counter()
@@ -110,7 +110,7 @@ def test_words_are_not_split_unless_longer_than_a_chunk(tok: DocumentTokenizer) 
 
 
 def test_short_empty_and_blank_documents(tok: DocumentTokenizer) -> None:
-    assert chunk("hello world", tok) == [Chunk(0, 0, 11, 0, 2, 0, 11, True)]
+    assert chunk("hello world", tok) == [Chunk(0, 0, 11, 0, 3, 0, 11, True)]  # ▁hell o ▁world
     assert chunk("", tok) == [Chunk(0, 0, 0, 0, 0, 0, 0, True)]
     assert chunk("  \n ", tok)[0].end_char == 4
 

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from workers.errors import InferenceRejected
 from workers.inference.entities import Entity, decode_bio
-from workers.inference.tokenizer import WordPieceTokenizer
+from workers.inference.tokenizer import ModelTokenizer
 from workers.inference.triton import InferenceOutput, ModelInfo
 from workers.retry import Backoff
 
@@ -38,6 +38,7 @@ class Prediction:
     safety_score: float | None = None  # probability the turn is unsafe, when the model has it
     entities: tuple[Entity, ...] = ()  # token-classification entities, when the model has them
     tokens: int = 0  # the turn's length as the model saw it (incl. [CLS]/[SEP])
+    sentiment: dict[str, Any] | None = None  # {"label", "score"} when the model has the head
 
 
 def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -45,6 +46,15 @@ def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
     exp = np.exp(shifted)
     out: npt.NDArray[Any] = exp / exp.sum(axis=1, keepdims=True)
     return out
+
+
+def _named_tokenizer(max_seq_len: int, name: str) -> ModelTokenizer:
+    return ModelTokenizer(max_seq_len, name=name)
+
+
+def _sentiment(positive: float) -> dict[str, Any]:
+    label = "positive" if positive >= 0.5 else "negative"
+    return {"label": label, "score": round(positive if label == "positive" else 1 - positive, 4)}
 
 
 class TurnClassifier:
@@ -57,18 +67,19 @@ class TurnClassifier:
         *,
         max_seq_len: int,
         max_batch: int,
-        tokenizer_factory: Callable[[int], WordPieceTokenizer] = WordPieceTokenizer,
+        tokenizer_factory: Callable[[int, str], ModelTokenizer] | None = None,
     ) -> None:
         self.client = client
         self.backoff = backoff
         self.max_seq_len = max_seq_len
         self.max_batch = max_batch
-        self._tokenizer_factory = tokenizer_factory
-        self._tokenizer: WordPieceTokenizer | None = None
+        self._tokenizer_factory = tokenizer_factory or _named_tokenizer
+        self._tokenizer: ModelTokenizer | None = None
 
-    async def _tokenizer_for(self, info: ModelInfo) -> WordPieceTokenizer:
+    async def _tokenizer_for(self, info: ModelInfo) -> ModelTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = self._tokenizer_factory(min(self.max_seq_len, info.max_seq_len))
+            length = min(self.max_seq_len, info.max_seq_len)
+            self._tokenizer = self._tokenizer_factory(length, info.tokenizer)
         return self._tokenizer
 
     async def model_info(self) -> ModelInfo:
@@ -84,7 +95,7 @@ class TurnClassifier:
         return predictions
 
     async def _classify_chunk(
-        self, texts: Sequence[str], info: ModelInfo, tokenizer: WordPieceTokenizer
+        self, texts: Sequence[str], info: ModelInfo, tokenizer: ModelTokenizer
     ) -> list[Prediction]:
         enc = tokenizer.encode(texts)
         out = await self.backoff.run(
@@ -99,6 +110,9 @@ class TurnClassifier:
         probs = softmax(out.logits.astype(np.float64))
         ms = out.seconds * 1000.0
         unsafe = softmax(out.safety.astype(np.float64))[:, 1] if out.safety is not None else None
+        positive = None
+        if out.sentiment is not None:
+            positive = softmax(out.sentiment.astype(np.float64))[:, 1]
 
         return [
             Prediction(
@@ -114,6 +128,7 @@ class TurnClassifier:
                 safety_score=None if unsafe is None else float(unsafe[i]),
                 entities=self._entities(out, enc.offsets[i], info, i),
                 tokens=int(enc.attention_mask[i].sum()),
+                sentiment=None if positive is None else _sentiment(float(positive[i])),
             )
             for i, row in enumerate(probs)
         ]

@@ -67,3 +67,58 @@ def decode_bio(
             current = (kind, start, end, [score])
     close()
     return entities
+
+
+# The grouped view's key for each entity type, per language of the text (one table).
+GROUP_NAMES: dict[str, dict[str, str]] = {
+    "SYMPTOM": {"zh": "症状", "en": "symptoms"},
+    "DIAGNOSIS": {"zh": "诊断", "en": "diagnoses"},
+    "DRUG": {"zh": "药物", "en": "drugs"},
+    "DOSE": {"zh": "剂量", "en": "doses"},
+    "BODY_PART": {"zh": "部位", "en": "body_parts"},
+    "TEST": {"zh": "检查", "en": "tests"},
+    "PERSON": {"zh": "人名", "en": "persons"},
+    "PHONE": {"zh": "电话", "en": "phones"},
+    "EMAIL": {"zh": "邮箱", "en": "emails"},
+    "ID": {"zh": "证件号", "en": "ids"},
+    "ADDRESS": {"zh": "地址", "en": "addresses"},
+    "LOCATION": {"zh": "地点", "en": "locations"},
+    "ORG": {"zh": "机构", "en": "organizations"},
+}
+
+
+def text_language(text: str, threshold: float = 0.2) -> str:
+    """``"zh"`` when at least ``threshold`` of the letters are CJK ideographs, else ``"en"``
+    (only names the grouped view's keys; the model itself serves both languages alike)."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return "en"
+    cjk = sum(1 for c in letters if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf")
+    return "zh" if cjk / len(letters) >= threshold else "en"
+
+
+def group_entities(text: str, entities: Sequence[Entity]) -> dict[str, list[dict[str, Any]]]:
+    """``{"症状": [{text, start, end, confidence}, ...], ...}`` for Chinese text, English keys
+    otherwise; offsets into ``text``, entities in document order, types without a name as is."""
+    lang = text_language(text)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(entities, key=lambda e: (e.start, e.end)):
+        key = GROUP_NAMES.get(e.type, {}).get(lang, e.type)
+        item = e.to_dict(text)
+        del item["type"]
+        grouped.setdefault(key, []).append(item)
+    return grouped
+
+
+def entity_records(
+    text: str, entities: Sequence[Entity], hidden: Sequence[tuple[int, int]] = ()
+) -> list[dict[str, Any]]:
+    """Entities as result records with offsets into ``text``; ``text`` is None for an entity
+    that overlaps a ``hidden`` span (one the content filter masked: its words stay out)."""
+    out = []
+    for e in entities:
+        item = e.to_dict(text)
+        if any(e.start < end and start < e.end for start, end in hidden):
+            item["text"] = None
+        out.append(item)
+    return out

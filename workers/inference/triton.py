@@ -11,6 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from workers.errors import InferenceRejected, InferenceUnavailable
+from workers.inference.tokenizer import DEFAULT_TOKENIZER
 
 # gRPC codes after which the same request may succeed later (server starting, overloaded, slow).
 _RETRIABLE = {
@@ -31,7 +32,7 @@ def map_error(exc: InferenceServerException) -> InferenceUnavailable | Inference
 
 
 # Outputs beyond logits + embedding that a model may declare; requested only when it does.
-OPTIONAL_OUTPUTS = ("safety", "token_logits")
+OPTIONAL_OUTPUTS = ("sentiment", "safety", "token_logits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class ModelInfo:
     max_seq_len: int
     outputs: tuple[str, ...] = ("logits", "embedding")
     entity_labels: tuple[str, ...] = ()
+    tokenizer: str = DEFAULT_TOKENIZER  # the config's ``tokenizer`` parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class InferenceOutput:
     model_version: str
     seconds: float
     safety: npt.NDArray[Any] | None = None  # [B, 2] logits (safe, unsafe)
+    sentiment: npt.NDArray[Any] | None = None  # [B, 2] logits (negative, positive)
     token_logits: npt.NDArray[Any] | None = None  # [B, L, T] BIO logits
     backend: str | None = None  # set by the router: the route that served the batch
     model_name: str | None = None
@@ -99,6 +102,7 @@ class TritonClassifierClient:
                 max_seq_len=int(params.get("max_seq_len", "256")),
                 outputs=("logits", "embedding", *(o for o in OPTIONAL_OUTPUTS if o in declared)),
                 entity_labels=tuple(x.strip() for x in entity_labels.split(",") if x.strip()),
+                tokenizer=params.get("tokenizer") or DEFAULT_TOKENIZER,
             )
         return self._info
 

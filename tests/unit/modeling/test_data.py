@@ -1,48 +1,57 @@
-"""The data splits: held-out items never share a template (or a conversation) with training."""
+"""The assembled task data: held-out items never share a group (template, conversation,
+paragraph) with training; every language and source is present; spans are exact."""
 
 from __future__ import annotations
 
-from workers.modeling import synthetic
+import pytest
+
 from workers.modeling.corpus import load_dialogues
-from workers.modeling.taskdata import load_task_data
+from workers.modeling.examples import check_spans
+from workers.modeling.taskdata import TaskData, describe, load_task_data
 
 
-def test_note_splits_share_no_template() -> None:
-    train = {n.template for n in synthetic.generate_notes("train", 400, 13)}
-    held = {n.template for n in synthetic.generate_notes("held", 200, 13)}
-    assert train and held and not train & held
-    assert train == set(synthetic.template_ids(synthetic.NOTE_TEMPLATES, "train"))
-
-
-def test_safety_splits_share_no_template_and_are_balanced() -> None:
-    train = synthetic.generate_safety("train", 400, 13)
-    held = synthetic.generate_safety("held", 200, 13)
-    assert not {s.template for s in train} & {s.template for s in held}
-    assert sum(s.unsafe for s in held) == 100
-
-
-def test_spans_point_at_the_slot_values() -> None:
-    for note in synthetic.generate_notes("held", 50, 1):
-        for start, end, kind in note.spans:
-            value = note.text[start:end]
-            assert value and value == value.strip() and kind in synthetic.ENTITY_TYPES
-
-
-def test_generation_is_seeded() -> None:
-    assert synthetic.generate_notes("train", 20, 5) == synthetic.generate_notes("train", 20, 5)
-    assert synthetic.generate_notes("train", 20, 5) != synthetic.generate_notes("train", 20, 6)
+@pytest.fixture(scope="module")
+def data() -> TaskData:
+    return load_task_data()
 
 
 def test_dialogue_split_is_by_conversation_and_the_bank_is_shared() -> None:
-    data = load_dialogues()
-    assert len(data.labels) >= 10 and len(data.held_out) >= 150
-    assert {t.topic for t in data.held_out} <= set(data.labels)
-    assert all(0 <= t.reply < len(data.replies) for t in (*data.train, *data.held_out))
-    # Split by conversation; the corpus repeats a few lines across conversations (1 today).
-    shared = {t.text for t in data.train} & {t.text for t in data.held_out}
-    assert len(shared) <= 0.01 * len(data.held_out)
+    d = load_dialogues()
+    assert len(d.held_out) >= 150
+    assert all(0 <= t.reply < len(d.replies) for t in (*d.train, *d.held_out))
+    # Split by conversation; the corpus repeats a few lines across conversations.
+    shared = {t.text for t in d.train} & {t.text for t in d.held_out}
+    assert len(shared) <= 0.03 * len(d.held_out)
+    assert any("\u4e00" <= c <= "\u9fff" for t in d.train for c in t.text)  # Chinese too
 
 
-def test_task_data_is_deterministic() -> None:
-    a, b = load_task_data(), load_task_data()
-    assert a.labels == b.labels and a.held_out == b.held_out and a.tags[0] == "O"
+@pytest.mark.parametrize("task", ["intent", "sentiment", "safety", "chitchat"])
+def test_no_group_on_both_sides(data: TaskData, task: str) -> None:
+    train = {x.group for x in getattr(data.train, task)}
+    held = {x.group for x in getattr(data.held_out, task)}
+    assert held and not train & held
+
+
+def test_entity_sets_are_disjoint_by_group_and_exact(data: TaskData) -> None:
+    assert set(data.train.entities) == set(data.held_out.entities)
+    for name, held in data.held_out.entities.items():
+        train_groups = {d.group for d in data.train.entities[name]}
+        if not name.startswith("clinical"):  # notes: template sets (tested in test_gen_clinical)
+            assert not train_groups & {d.group for d in held}, name
+        for doc in (*held, *data.train.entities[name][:500]):
+            check_spans(doc)
+
+
+def test_both_languages_where_the_task_has_them(data: TaskData) -> None:
+    for split in (data.train, data.held_out):
+        assert {x.lang for x in split.intent} == {"zh", "en"}
+        assert {x.lang for x in split.safety} == {"zh", "en"}
+        assert {x.lang for x in split.chitchat} == {"zh", "en"}
+        assert {x.label for x in split.intent} == set(data.intents)
+    sizes = describe(data)
+    assert sizes["held_out"]["entities_peoples_daily"] == 800  # type: ignore[index]
+
+
+def test_task_data_is_deterministic(data: TaskData) -> None:
+    again = load_task_data()
+    assert again.held_out == data.held_out and data.tags[0] == "O"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workers.modeling import metrics
-from workers.modeling.synthetic import BIO_TAGS
+from workers.modeling.examples import BIO_TAGS
 
 
 def test_gate_passes_within_tolerance_and_fails_when_impossible() -> None:
