@@ -1,12 +1,17 @@
-"""Throughput and latency of the multi-task model: torch FP32, OpenVINO FP32 / INT8 in-process,
-and the served ``inferstream_cpu`` through Triton with the real perf_analyzer binary.
+"""Throughput and latency of the multi-task model: OpenVINO FP32 / INT8 in-process for the
+served 6-layer multilingual-e5-small, the 12-layer one and today's predecessor (MiniLM-L6), and
+the served ``inferstream_cpu`` through Triton with the real perf_analyzer binary.
 
     .venv/bin/python bench/model.py [--seconds 2] [--triton 127.0.0.1:18001] [--no-triton]
+        [--archs e5-6,e5-12,minilm-6]
 
 Needs a finished ``inferstream build-models`` (the FP32 stage in the cache, the INT8 model in
-model_repo/). Rows: sequence length 64 and 128 at batch 1/8/32; in-process columns give
-sequences/s and p50 per call, Triton gives sequences/s and p99 (perf_analyzer, concurrency 2,
-requests of batch B). Start Triton first (``deploy/triton/triton.sh start``) for that column.
+model_repo/). ``e5-6`` is the served model itself; the other architectures are built here with
+the same heads and untrained head weights (the same FLOPs: speed, not quality), their INT8 by
+NNCF with 32 calibration batches, cached in ``bench/out/arch-*``. Rows: sequence length 64 and
+128 at batch 1/8/32; in-process cells give sequences/s and p50 per call, Triton gives
+sequences/s and p99 (perf_analyzer, concurrency 2, requests of batch B). Start Triton first
+(``deploy/triton/triton.sh start``) for that column.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ OUT = REPO / "bench" / "out"
 def _inputs(length: int, batch: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 29000, size=(batch, length), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
+    ids[:, 0], ids[:, -1] = 0, 2  # <s> ... </s> (the MiniLM ids are in its vocabulary too)
     return ids, np.ones_like(ids)
 
 
@@ -52,24 +57,34 @@ def _time(fn, ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[float,
     return ids.shape[0] * len(times) / sum(times), 1000 * float(np.median(times))
 
 
-def _torch_fp32(onnx_dir: Path):  # type: ignore[no-untyped-def]
-    """The merged model re-exported to ONNX is the served graph; torch runs it via onnx2torch-free
-    path: load the HF encoder weights from the FP32 IR is not possible, so time torch eager on the
-    base encoder + heads of the same shapes (identical FLOPs)."""
-    import torch
+def _arch(name: str) -> Path:
+    """FP32 and INT8 IRs of an architecture with the served model's heads (cached)."""
+    import warnings
 
-    from workers.modeling.build import default_model_dir
-    from workers.modeling.multitask import TrainConfig, build_model, merge_and_attach_bank
+    from workers.modeling import e5convert, mt_export
+    from workers.modeling.examples import BIO_TAGS, INTENTS
+    from workers.modeling.multitask import TrainConfig, build_model, kept_layers
 
-    torch.set_num_threads(2)
-    model = build_model(default_model_dir(), 18, 21, TrainConfig())
-    model = merge_and_attach_bank(model, np.zeros((785, 384), dtype=np.float32))
+    out = OUT / f"arch-{name}"
+    if (out / "model.xml").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    if name.startswith("e5-"):
+        layers = int(name.split("-")[1])
+        backbone = e5convert.convert(out / "hf", layers=kept_layers(layers))
+    else:
+        from workers.modeling.build import default_model_dir
 
-    def run(ids: np.ndarray[Any, Any], mask: np.ndarray[Any, Any]) -> object:
-        with torch.inference_mode():
-            return model(torch.from_numpy(ids), torch.from_numpy(mask))
-
-    return run
+        backbone = default_model_dir()
+    model = build_model(backbone, len(INTENTS), len(BIO_TAGS), TrainConfig()).eval()
+    ids, mask = _inputs(64, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mt_export.export_onnx(model, out / "model.onnx", ids, mask)
+    mt_export.convert(out / "model.onnx", out / "fp32.xml")
+    calib = [_inputs(64, 1) for _ in range(32)]
+    mt_export.quantize(out / "fp32.xml", out / "model.xml", calib)
+    return out
 
 
 def _perf_analyzer(url: str, length: int, batch: int) -> tuple[float, float] | None:
@@ -103,16 +118,21 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--triton", default="127.0.0.1:18001")
     parser.add_argument("--no-triton", action="store_true")
+    parser.add_argument("--archs", default="e5-6,e5-12,minilm-6")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     version = REPO / "model_repo" / "inferstream_cpu" / "1"
     build = json.loads((version / "build.json").read_text())
     fp32_dir = default_cache_dir() / "multitask" / f"fp32-{build['fp32_key'][:24]}"
-    engines = {
-        "torch fp32": _torch_fp32(fp32_dir),
-        "OV fp32": openvino_engine(fp32_dir / "fp32.xml", "f32"),
-        "OV int8": openvino_engine(version / "model.xml", "f32"),
-    }
+    engines = {}
+    for arch in args.archs.split(","):
+        if arch == "e5-6":  # the served model
+            fp32, int8 = fp32_dir / "fp32.xml", version / "model.xml"
+        else:
+            folder = _arch(arch)
+            fp32, int8 = folder / "fp32.xml", folder / "model.xml"
+        engines[f"{arch} fp32"] = openvino_engine(fp32, "f32")
+        engines[f"{arch} int8"] = openvino_engine(int8, "f32")
     head = "| L | B | " + " | ".join(f"{n} seq/s / p50 ms" for n in engines)
     print(head + ("" if args.no_triton else " | Triton int8 seq/s / p99 ms |"))
     print("|---" * (2 + len(engines) + (0 if args.no_triton else 1)) + "|")

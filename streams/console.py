@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.admin import ensure_topics, topic_partitions
-from streams.records import ConversationEvent
-from streams.samples import POLICY_TENANTS, sample_events
+from streams.records import ConversationEvent, DocumentEvent
+from streams.samples import POLICY_TENANTS, SAMPLE_NOTE, SAMPLE_TURNS, sample_events
 from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from workers.provenance.textmark import strip
@@ -58,7 +58,10 @@ def allow_all_policy(tenant: str, version: int) -> bytes:
     )
 
 
-async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes]]) -> int:
+async def produce(
+    settings: Settings, values: Iterable[tuple[bytes | None, bytes]], topic: str | None = None
+) -> int:
+    """Send ``values`` (key, value) to ``topic`` (default: the conversations input topic)."""
     await ensure_topics(settings)  # never let a producer auto-create them with broker defaults
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -70,7 +73,8 @@ async def produce(settings: Settings, values: Iterable[tuple[bytes | None, bytes
     sent = 0
     try:
         futures = [
-            await producer.send(settings.topic_in, key=key, value=value) for key, value in values
+            await producer.send(topic or settings.topic_in, key=key, value=value)
+            for key, value in values
         ]
         await asyncio.gather(*futures)
         sent = len(futures)
@@ -154,7 +158,8 @@ async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 1
         results = await _collect(consumer, {ev.event_id for ev in samples}, timeout_s)
         _print_results(samples, results)
 
-        base = list(sample_events(f"burst-{run_id}", repeat=burst // 12 + 1))[:burst]
+        await _demo_document(settings, run_id, timeout_s)
+        base = list(sample_events(f"burst-{run_id}", repeat=burst // SAMPLE_TURNS + 1))[:burst]
         start = time.perf_counter()
         events = [replace(ev, ts=time.time()) for ev in base]
         await produce(settings, events_as_records(events))
@@ -174,8 +179,27 @@ async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 1
     return rate
 
 
+async def _demo_document(settings: Settings, run_id: str, timeout_s: float) -> None:
+    """The sample Chinese clinical note through the document flow: its grouped entities."""
+    doc = DocumentEvent(f"note-{run_id}", "clinic", SAMPLE_NOTE, time.time())
+    consumer = await _end_offsets_consumer(settings, [settings.topic_documents_out])
+    try:
+        record = (doc.document_id.encode(), doc.to_json())
+        await produce(settings, [record], topic=settings.topic_documents_in)
+        got = await _collect(consumer, {doc.document_id}, timeout_s, key="document_id")
+    finally:
+        await consumer.stop()
+    result = got.get(doc.document_id)
+    if result is None:
+        raise RuntimeError("the sample clinical note got no result")
+    console.print(f"[bold]document[/] {SAMPLE_NOTE}")
+    for kind, items in result.get("grouped", {}).items():
+        found = ", ".join(f"{i['text']} [{i['start']}:{i['end']}]" for i in items)
+        console.print(f"  [bold]{kind}[/]: {found}")
+
+
 async def _collect(
-    consumer: AIOKafkaConsumer, wanted: set[str], timeout_s: float
+    consumer: AIOKafkaConsumer, wanted: set[str], timeout_s: float, key: str = "event_id"
 ) -> dict[str, dict[str, Any]]:
     got: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout_s
@@ -184,29 +208,31 @@ async def _collect(
         for records in batch.values():
             for rec in records:
                 value = orjson.loads(rec.value)
-                if value.get("event_id") in wanted:
-                    got[value["event_id"]] = value
+                if value.get(key) in wanted:
+                    got[value[key]] = value
     return got
 
 
 def _print_results(events: list[ConversationEvent], results: dict[str, dict[str, Any]]) -> None:
     table = Table(title="inferstream demo: conversation turns and what came out")
-    for col in ("tenant", "conversation", "turn", "label / status", "score", "ms"):
+    for col in ("tenant", "conversation", "turn", "intent / status", "score", "sentiment", "ms"):
         table.add_column(col)
     masked = []
     for ev in events:
         res = results.get(ev.event_id)
         conv = "-".join(ev.conversation_id.rsplit("-", 2)[-2:])
         if res is None:
-            table.add_row(ev.tenant, conv, ev.text, "[red]no result[/]", "", "")
+            table.add_row(ev.tenant, conv, ev.text, "[red]no result[/]", "", "", "")
             continue
+        feeling = ""
         if res["status"] == "ok":
             outcome, score = res["label"], f"{res['scores'][res['label']]:.2f}"
+            if res.get("sentiment"):
+                feeling = f"{res['sentiment']['label']} {res['sentiment']['score']:.2f}"
         else:
             outcome, score = f"[yellow]{res['status']}: {res['reason']}[/]", ""
-        table.add_row(
-            ev.tenant, conv, ev.text, outcome, score, f"{res['latency_ms']['end_to_end']:.0f}"
-        )
+        ms = f"{res['latency_ms']['end_to_end']:.0f}"
+        table.add_row(ev.tenant, conv, ev.text, outcome, score, feeling, ms)
         if (res.get("filter") or {}).get("action") == "mask":
             masked.append((ev.text, strip(res["text"]), res["provenance"]["provenance_id"]))
     console.print(table)

@@ -29,10 +29,28 @@ SAMPLE_DIALOGUES: dict[str, list[str]] = {
         "By the way, I love the new dark mode, great job!",
         "What's your favourite movie?",
     ],
+    "huaxia": [
+        "你好，在吗？",
+        "我的银行卡被重复扣款了两次，能帮我退款吗？",
+        "另外我的快递已经五天没有更新物流了，怎么回事？",
+        "好的，谢谢你的帮助！",
+    ],
+    "clinic": [
+        "患者主诉胸痛三天，服用阿司匹林100mg后没有缓解，需要担心吗？",
+        "I'd like to book an appointment with Dr. Chen next Tuesday morning.",
+        "Can I get a refill of my metformin prescription?",
+    ],
     # no policy is published for this tenant: its requests are denied (default deny)
     "umbrella": ["Hello, I need help with my order."],
 }
-POLICY_TENANTS = ("acme", "globex", "initech")
+POLICY_TENANTS = ("acme", "globex", "initech", "huaxia", "clinic")
+SAMPLE_TURNS = sum(len(turns) for turns in SAMPLE_DIALOGUES.values())
+# a Chinese clinical note for the demo's document flow (entities grouped by type)
+SAMPLE_NOTE = (
+    "患者李明，男，56岁。主诉：胸闷、气短两周。现病史：两周前劳累后出现胸闷，伴心悸。"
+    "查体：双肺呼吸音清。辅助检查：心电图示窦性心律。诊断：冠心病。"
+    "用药：阿司匹林肠溶片 100mg，每日一次；硝酸甘油 0.5mg 舌下含服。联系电话 138-1234-5678。"
+)
 
 
 def sample_events(run_id: str | None = None, repeat: int = 1) -> Iterator[ConversationEvent]:

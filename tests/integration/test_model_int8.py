@@ -12,26 +12,29 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streams.settings import Settings
+from workers.inference.tokenizer import ModelTokenizer
 from workers.modeling import mt_build
-from workers.modeling.build import BuildError, default_model_dir
+from workers.modeling.build import BuildError
+from workers.modeling.examples import BIO_TAGS
 from workers.modeling.mt_export import openvino_engine
+from workers.modeling.multitask import OUTPUT_NAMES as OUTPUTS
 from workers.modeling.taskdata import load_task_data
-from workers.modeling.tokenization import encode, load_tokenizer
 
 pytestmark = pytest.mark.integration
-OUTPUTS = ("logits", "safety", "embedding", "token_logits", "reply_index", "reply_score")
 
 
 def _held_out_texts(n: int = 200) -> list[str]:
     held = load_task_data().held_out
-    texts = [t.text for t in held.turns[:80]] + [s.text for s in held.safety[:60]]
-    return (texts + [note.text for note in held.notes])[:n]
+    texts = [t.text for t in held.intent[::10][:70]] + [s.text for s in held.safety[::5][:50]]
+    texts += [d.text for d in held.entities["clinical_zh"][:30]]
+    texts += [d.text for d in held.entities["clinical_en"][:20]]
+    return (texts + [d.text for d in held.entities["peoples_daily"]])[:n]
 
 
 def test_triton_int8_equals_in_process_openvino(services: Settings) -> None:
     version = services.model_repo / mt_build.CPU_MODEL / "1"
     local = openvino_engine(version / "model.xml", "f32")
-    tok = load_tokenizer(default_model_dir(), 256)
+    tok = ModelTokenizer(256)
     client = grpcclient.InferenceServerClient(services.triton_endpoint)
     assert client.is_model_ready(mt_build.CPU_MODEL) and client.is_model_ready(
         "inferstream_replies"
@@ -43,7 +46,8 @@ def test_triton_int8_equals_in_process_openvino(services: Settings) -> None:
     assert len(texts) == 200
     worst: dict[str, float] = dict.fromkeys(OUTPUTS, 0.0)
     for text in texts:
-        ids, mask = encode(tok, [text])
+        enc = tok.encode([text])
+        ids, mask = enc.input_ids, enc.attention_mask
         inputs = [
             grpcclient.InferInput(n, list(ids.shape), "INT64")
             for n in ("input_ids", "attention_mask")
@@ -59,7 +63,7 @@ def test_triton_int8_equals_in_process_openvino(services: Settings) -> None:
                 assert (got == want[name]).all()
             else:
                 worst[name] = max(worst[name], float(np.abs(got - want[name]).max()))
-        assert result.as_numpy("token_logits").shape == (1, ids.shape[1], 21)
+        assert result.as_numpy("token_logits").shape == (1, ids.shape[1], len(BIO_TAGS))
     assert max(worst.values()) < 1e-4, worst
     index = grpcclient.InferInput("reply_index", [1, 3], "INT64")
     index.set_data_from_numpy(result.as_numpy("reply_index"))
@@ -77,7 +81,6 @@ def test_int8_gate_fails_the_build_with_an_impossible_tolerance(
     console = Console(file=(tmp_path / "log.txt").open("w"))
     with Progress(console=console) as progress, pytest.raises(BuildError, match="INT8 gate failed"):
         mt_build.build_multitask(
-            services.model_repo, services.cache_dir, default_model_dir(), console, progress,
-            tolerance=-100.0,
+            services.model_repo, services.cache_dir, console, progress, tolerance=-100.0,
         )  # fmt: skip
     assert (services.model_repo / mt_build.CPU_MODEL / "1" / "build.json").read_bytes() == installed

@@ -1,6 +1,12 @@
 import numpy as np
 
-from workers.inference.entities import decode_bio
+from workers.inference.entities import (
+    Entity,
+    decode_bio,
+    entity_records,
+    group_entities,
+    text_language,
+)
 from workers.inference.tokenizer import ModelTokenizer
 
 LABELS = ["O", "B-PHONE", "I-PHONE", "B-SYMPTOM", "I-SYMPTOM"]
@@ -39,3 +45,24 @@ def test_special_tokens_and_stray_inside_tags() -> None:
     ents = decode_bio(logits_for(["B-PHONE", "I-SYMPTOM", "I-PHONE", "I-PHONE"]), offsets, LABELS)
     # [CLS]/[SEP] never carry entities; an I- tag of another type starts a new entity
     assert [(e.type, e.start, e.end) for e in ents] == [("SYMPTOM", 0, 4), ("PHONE", 5, 9)]
+
+
+def test_grouped_view_uses_the_text_language_and_original_offsets() -> None:
+    text = "患者主诉胸痛三天，服用阿司匹林100mg"
+    ents = [Entity("DRUG", 11, 15, 0.9), Entity("SYMPTOM", 4, 6, 0.8), Entity("DOSE", 15, 20, 0.7)]
+    grouped = group_entities(text, ents)
+    assert list(grouped) == ["症状", "药物", "剂量"]  # in document order
+    assert grouped["药物"] == [{"text": "阿司匹林", "start": 11, "end": 15, "confidence": 0.9}]
+    english = group_entities("Chest pain since Monday", [Entity("SYMPTOM", 0, 10, 0.9)])
+    assert english == {
+        "symptoms": [{"text": "Chest pain", "start": 0, "end": 10, "confidence": 0.9}]
+    }
+    assert text_language("") == "en" and text_language("请联系张伟 please") == "zh"
+
+
+def test_entity_records_hide_the_words_of_masked_spans() -> None:
+    text = "call Li Wei on 555-1234"
+    ents = [Entity("PERSON", 5, 11, 0.9), Entity("PHONE", 15, 23, 0.9)]
+    records = entity_records(text, ents, hidden=[(15, 23)])
+    assert records[0]["text"] == "Li Wei" and records[1]["text"] is None
+    assert (records[1]["start"], records[1]["end"]) == (15, 23)

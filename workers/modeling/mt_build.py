@@ -34,7 +34,7 @@ from workers.modeling import cache
 from workers.modeling.build import BuildError, _Steps
 from workers.modeling.examples import SAFETY, SENTIMENTS
 from workers.modeling.metrics import check_gate, format_table
-from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig
+from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig, kept_layers
 from workers.modeling.taskdata import TaskData, describe, load_task_data
 from workers.modeling.triton_config import parse_parameters
 
@@ -66,28 +66,27 @@ def _check_config(repo: Path, data: TaskData) -> None:
             raise BuildError(f"{name}/config.pbtxt disagrees with the data: {bad}, want {want}")
 
 
-def _backbone(cache_dir: Path, layers: int, steps: _Steps) -> Path:
-    """The converted encoder with ``layers`` layers, from the cache when it is there."""
+def _backbone(cache_dir: Path, layers: list[int], steps: _Steps) -> Path:
+    """The converted encoder keeping ``layers`` of the 12, from the cache when it is there."""
     from workers.modeling import e5convert
-    from workers.modeling.multitask import kept_layers
 
     weights, _ = e5convert.e5_assets()
     blob = json.dumps(
         {
             "converter": cache.sha256_file(Path(e5convert.__file__)),
             "weights": cache.weights_sha256(weights),
-            "layers": kept_layers(layers),
+            "layers": layers,
         },
         sort_keys=True,
     )
     key = hashlib.sha256(blob.encode()).hexdigest()
-    final = cache_dir / "backbone" / f"e5-{layers}L-{key[:16]}"
+    final = cache_dir / "backbone" / f"e5-{len(layers)}L-{key[:16]}"
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = _staged(final.parent, f"e5-{layers}L")
-    with steps.step("convert-e5", f"{weights.name} -> transformers, layers {kept_layers(layers)}"):
-        e5convert.convert(work, layers=kept_layers(layers))
+    work = _staged(final.parent, f"e5-{len(layers)}L")
+    with steps.step("convert-e5", f"{weights.name} -> transformers, layers {layers}"):
+        e5convert.convert(work, layers=layers)
     cache.publish_dir(work, final)
     return final
 
@@ -148,13 +147,15 @@ def _int8_stage(
     tok = ModelTokenizer(256)
     rng = random.Random(13)
     train = data.train
-    texts = [x.text for x in (*train.intent, *train.sentiment, *train.safety)]
-    texts += [d.text for docs in train.entities.values() for d in docs]
+    # the same number from every source (People's Daily alone would otherwise be most of them)
+    pools = [[x.text for x in items] for items in (train.intent, train.sentiment, train.safety)]
+    pools += [[d.text for d in docs] for docs in train.entities.values()]
     calib = []
-    for text in rng.sample(texts, CALIBRATION):
-        enc = tok.encode([text])
-        calib.append((enc.input_ids, enc.attention_mask))
-    with steps.step("quantize", f"NNCF INT8, {CALIBRATION} calibration items (train split)"):
+    for pool in pools:
+        for text in rng.sample(pool, CALIBRATION // len(pools)):
+            enc = tok.encode([text])
+            calib.append((enc.input_ids, enc.attention_mask))
+    with steps.step("quantize", f"NNCF INT8, {len(calib)} calibration items (train split)"):
         ex.quantize(fp32_dir / "fp32.xml", work / "model.xml", calib)
     with steps.step("eval-int8", "held-out metrics"):
         int8 = ex.evaluate(ex.openvino_engine(work / "model.xml"), data)
@@ -194,7 +195,7 @@ def build_multitask(
     data = load_task_data(cfg.seed)
     _check_config(repo, data)
     steps = _Steps(progress, console, _STEPS)
-    backbone = _backbone(cache_dir, cfg.layers, steps)
+    backbone = _backbone(cache_dir, kept_layers(cfg.layers, cfg.keep), steps)
     key, key_inputs = _stage_key(repo, backbone, cfg)
     int8_key = hashlib.sha256(f"{key}/{tolerance!r}".encode()).hexdigest()
     root = cache_dir / "multitask"

@@ -48,10 +48,12 @@ class TrainConfig:
     seed: int = 13
     steps: int = 900
     batch: int = 16
-    lr: float = 1e-4
-    head_lr: float = 2e-3
+    lr: float = 2e-4
+    head_lr: float = 3e-3
+    bf16: bool = True  # autocast matmuls to bfloat16 while training (~1.6x on AVX512-BF16)
     lora_r: int = 0  # 0: fine-tune the encoder layers whole; > 0: LoRA adapters of this rank
-    layers: int = 6  # encoder layers kept from the 12 (every other one for 6)
+    layers: int = 6  # encoder layers kept from the 12
+    keep: str = "bottom"  # which: "bottom" (the first ones) or "spread" (evenly spaced)
     temperature: float = 0.05
     threads: int = 2
     cls_len: int = 64  # training truncation for the sentence tasks
@@ -59,15 +61,21 @@ class TrainConfig:
     # share of the steps per task (the entity task samples its sources by their own weights)
     tasks: dict[str, float] = field(
         default_factory=lambda: {
-            "intent": 0.22, "sentiment": 0.12, "safety": 0.08, "entities": 0.48, "reply": 0.10,
+            "intent": 0.24, "sentiment": 0.14, "safety": 0.06, "entities": 0.50, "reply": 0.06,
         }
     )  # fmt: skip
 
 
-def kept_layers(layers: int, total: int = 12) -> list[int]:
-    """Which encoder layers a ``layers``-deep model keeps: evenly spaced, the last one kept."""
+def kept_layers(layers: int, keep: str = "bottom", total: int = 12) -> list[int]:
+    """Which encoder layers a ``layers``-deep model keeps: the first ``layers`` (``bottom``: a
+    prefix of the pre-trained stack, whose output is a state the full model computes) or evenly
+    spaced ending with the last one (``spread``: every other layer for 6)."""
     if not 1 <= layers <= total:
         raise ValueError(f"layers must be in 1..{total}")
+    if keep == "bottom":
+        return list(range(layers))
+    if keep != "spread":
+        raise ValueError(f"keep must be 'bottom' or 'spread', not {keep!r}")
     step = total / layers
     return sorted({min(total - 1, round(total - 1 - i * step)) for i in range(layers)})
 
@@ -179,7 +187,6 @@ def train(
 ) -> dict[str, Any]:
     """``cfg.steps`` steps, each one task drawn by ``cfg.tasks``; returns the loss history."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -205,31 +212,8 @@ def train(
     losses: dict[str, list[float]] = {n: [] for n in names}
     started = time.perf_counter()
     for step, task in enumerate(schedule):
-        if task in ("intent", "sentiment", "safety"):
-            pool = getattr(data.train, task)
-            items = sampler.texts(pool, cfg.batch)
-            ids, mask, _ = _tensors(cls_tok, [x.text for x in items])
-            target = torch.tensor([label_ids[task][x.label] for x in items])
-            head = getattr(model, f"{task}_head")
-            loss = F.cross_entropy(head(model.encode(ids, mask)[1]), target)
-        elif task == "entities":
-            docs = sampler.entities(cfg.batch)
-            ids, mask, offsets = _tensors(token_tok, [d.text for d in docs])
-            tags = [token_tags(o, d.spans, data.tags) for o, d in zip(offsets, docs, strict=True)]
-            width = ids.shape[1]
-            target = torch.tensor([t + [-100] * (width - len(t)) for t in tags])
-            logits = model.token_head(model.encode(ids, mask)[0])
-            loss = F.cross_entropy(logits.reshape(-1, len(data.tags)), target.reshape(-1))
-        else:
-            picked = _distinct_replies(rng, data.train.reply_pairs, cfg.batch)
-            ids, mask, _ = _tensors(
-                cls_tok, [t.text for t in picked] + [data.replies[t.reply] for t in picked]
-            )
-            emb = model.encode(ids, mask)[2]
-            q, a = emb[: len(picked)], emb[len(picked) :]
-            sim = q @ a.t() / cfg.temperature
-            labels_t = torch.arange(len(picked))
-            loss = (F.cross_entropy(sim, labels_t) + F.cross_entropy(sim.t(), labels_t)) / 2
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = _loss(model, task, data, cfg, sampler, label_ids, (cls_tok, token_tok), rng)
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
@@ -244,6 +228,49 @@ def train(
         "steps": {k: len(v) for k, v in losses.items()},
         "final_loss": {k: round(float(np.mean(v[-20:])), 4) for k, v in losses.items() if v},
     }
+
+
+def _loss(
+    model: Any,
+    task: str,
+    data: TaskData,
+    cfg: TrainConfig,
+    sampler: _Sampler,
+    label_ids: dict[str, dict[str, int]],
+    toks: tuple[ModelTokenizer, ModelTokenizer],
+    rng: random.Random,
+) -> Any:
+    """One batch of ``task``: its loss (float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    cls_tok, token_tok = toks
+    if task in ("intent", "sentiment", "safety"):
+        pool = getattr(data.train, task)
+        items = sampler.texts(pool, cfg.batch)
+        ids, mask, _ = _tensors(cls_tok, [x.text for x in items])
+        target = torch.tensor([label_ids[task][x.label] for x in items])
+        head = getattr(model, f"{task}_head")
+        loss = F.cross_entropy(head(model.encode(ids, mask)[1]).float(), target)
+    elif task == "entities":
+        docs = sampler.entities(cfg.batch)
+        ids, mask, offsets = _tensors(token_tok, [d.text for d in docs])
+        tags = [token_tags(o, d.spans, data.tags) for o, d in zip(offsets, docs, strict=True)]
+        width = ids.shape[1]
+        target = torch.tensor([t + [-100] * (width - len(t)) for t in tags])
+        logits = model.token_head(model.encode(ids, mask)[0]).float()
+        loss = F.cross_entropy(logits.reshape(-1, len(data.tags)), target.reshape(-1))
+    else:
+        picked = _distinct_replies(rng, data.train.reply_pairs, cfg.batch)
+        ids, mask, _ = _tensors(
+            cls_tok, [t.text for t in picked] + [data.replies[t.reply] for t in picked]
+        )
+        emb = model.encode(ids, mask)[2]
+        q, a = emb[: len(picked)], emb[len(picked) :]
+        sim = (q @ a.t()).float() / cfg.temperature
+        labels_t = torch.arange(len(picked))
+        loss = (F.cross_entropy(sim, labels_t) + F.cross_entropy(sim.t(), labels_t)) / 2
+    return loss.float()
 
 
 def _distinct_replies(rng: random.Random, turns: Sequence[Any], n: int) -> list[Any]:
