@@ -23,7 +23,7 @@ def classifier(client: FakeInferenceClient, max_batch: int = 32, **backoff: Any)
 
 async def test_labels_and_scores_follow_the_model_output() -> None:
     client = FakeInferenceClient()
-    preds = await classifier(client).classify(["hi", "hello you"])  # 3 and 4 tokens
+    preds = await classifier(client).classify(["hi", "hi you"])  # 3 and 4 tokens
     assert [p.label for p in preds] == [LABELS[0], LABELS[1]]
     assert set(preds[0].scores) == set(LABELS)
     assert sum(preds[0].scores.values()) == pytest.approx(1.0, abs=1e-5)

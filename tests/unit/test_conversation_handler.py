@@ -81,19 +81,19 @@ async def test_valid_and_invalid_events(tmp_path: Path) -> None:
 async def test_context_ids_within_budget_and_restored(tmp_path: Path) -> None:
     handler = make(FakeInferenceClient(), tmp_path, context_budget_tokens=20)
     sink = FakeSink()
-    await run(handler, sink, [turn(i, "hello there", conv="c") for i in range(6)])
+    await run(handler, sink, [turn(i, "hi there", conv="c") for i in range(6)])
     out = results(sink, handler.settings.topic_out)
     assert out[0]["context"] == {"turn_ids": [], "tokens": 4, "budget": 20}
     for r in out[1:]:
         ctx = r["context"]
         assert isinstance(ctx, dict) and ctx["tokens"] <= 20 and ctx["turn_ids"]
         assert all(int(t[1:]) < int(str(r["event_id"])[1:]) for t in ctx["turn_ids"])
-    # 4 tokens a turn: budget 20 = this turn + the 4 most recent (equal relevance)
+    # 4 tokens a turn (<s> ▁hi ▁there </s>): budget 20 = this turn + the 4 most recent (equal relevance)
     assert out[5]["context"]["turn_ids"] == ["e1", "e2", "e3", "e4"]  # type: ignore[index]
     # a new worker (fresh handler, no cache) continues from the table alone
     again = make(FakeInferenceClient(), tmp_path, context_budget_tokens=20)
     sink2 = FakeSink(tables=sink.tables)
-    await run(again, sink2, [turn(6, "hello there", conv="c")])
+    await run(again, sink2, [turn(6, "hi there", conv="c")])
     (r6,) = results(sink2, handler.settings.topic_out)
     assert r6["context"]["turn_ids"] == ["e2", "e3", "e4", "e5"]  # type: ignore[index]
 
@@ -103,8 +103,8 @@ async def test_relevant_old_turn_wins_through_the_handler(tmp_path: Path) -> Non
         async def infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> InferenceOutput:
             out = await super().infer(input_ids, attention_mask)
             emb = np.zeros((len(input_ids), 4), np.float32)
-            for i, ids in enumerate(input_ids):  # long turns share one direction, short another
-                emb[i, 0 if int((ids != 0).sum()) >= 6 else 1] = 1.0
+            for i, mask in enumerate(attention_mask):  # long turns share a direction, short another
+                emb[i, 0 if int(mask.sum()) >= 6 else 1] = 1.0
             return InferenceOutput(out.logits, emb, "7", 0.001)
 
     handler = make(Topical(), tmp_path, context_budget_tokens=16, context_gate=0.9)
@@ -127,10 +127,10 @@ async def test_redelivered_event_yields_no_second_output(tmp_path: Path) -> None
 
 
 async def test_poison_event_does_not_sink_its_batch(tmp_path: Path) -> None:
-    poison_len = 7  # tokens of "poison poison poison poison poison" with CLS/SEP
+    poison_len = 13  # tokens of "poison " * 5: <s>, ▁pois on (x5), ▁ (the trailing space), </s>
 
     def fail(ids):  # type: ignore[no-untyped-def]
-        lengths = (ids != 0).sum(axis=1)
+        lengths = (ids != 1).sum(axis=1)  # <pad> is 1
         return InferenceRejected("INTERNAL") if (lengths == poison_len).any() else None
 
     handler = make(FakeInferenceClient(fail=fail), tmp_path)
