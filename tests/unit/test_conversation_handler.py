@@ -88,7 +88,7 @@ async def test_context_ids_within_budget_and_restored(tmp_path: Path) -> None:
         ctx = r["context"]
         assert isinstance(ctx, dict) and ctx["tokens"] <= 20 and ctx["turn_ids"]
         assert all(int(t[1:]) < int(str(r["event_id"])[1:]) for t in ctx["turn_ids"])
-    # 4 tokens a turn (<s> ▁hi ▁there </s>): budget 20 = this turn + the 4 most recent (equal relevance)
+    # 4 tokens a turn (<s> ▁hi ▁there </s>): budget 20 = this turn + the 4 most recent
     assert out[5]["context"]["turn_ids"] == ["e1", "e2", "e3", "e4"]  # type: ignore[index]
     # a new worker (fresh handler, no cache) continues from the table alone
     again = make(FakeInferenceClient(), tmp_path, context_budget_tokens=20)
