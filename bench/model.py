@@ -63,7 +63,12 @@ def _arch(name: str) -> Path:
 
     from workers.modeling import e5convert, mt_export
     from workers.modeling.examples import BIO_TAGS, INTENTS
-    from workers.modeling.multitask import TrainConfig, build_model, kept_layers
+    from workers.modeling.multitask import (
+        TrainConfig,
+        build_model,
+        kept_layers,
+        merge_and_attach_bank,
+    )
 
     out = OUT / f"arch-{name}"
     if (out / "model.xml").is_file():
@@ -76,7 +81,8 @@ def _arch(name: str) -> Path:
         from workers.modeling.build import default_model_dir
 
         backbone = default_model_dir()
-    model = build_model(backbone, len(INTENTS), len(BIO_TAGS), TrainConfig()).eval()
+    model = build_model(backbone, len(INTENTS), len(BIO_TAGS), TrainConfig())
+    model = merge_and_attach_bank(model, np.zeros((1209, 384), dtype=np.float32))  # bank's size
     ids, mask = _inputs(64, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -134,7 +140,7 @@ def main() -> int:
         engines[f"{arch} fp32"] = openvino_engine(fp32, "f32")
         engines[f"{arch} int8"] = openvino_engine(int8, "f32")
     head = "| L | B | " + " | ".join(f"{n} seq/s / p50 ms" for n in engines)
-    print(head + ("" if args.no_triton else " | Triton int8 seq/s / p99 ms |"))
+    print(head + (" |" if args.no_triton else " | Triton int8 seq/s / p99 ms |"))
     print("|---" * (2 + len(engines) + (0 if args.no_triton else 1)) + "|")
     for length, batch in CASES:
         ids, mask = _inputs(length, batch)
