@@ -28,11 +28,10 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
 
 from workers.errors import InferenceRejected
 from workers.inference.entities import Entity
-from workers.inference.tokenizer import clean_offsets, default_tokenizer_path
+from workers.inference.tokenizer import clean_offsets, default_tokenizer_path, load
 
 SPECIAL_TOKENS = 2  # <s> ... </s> ([CLS] ... [SEP])
 
@@ -51,9 +50,7 @@ class DocumentTokenizer:
     """The serving tokenizer without truncation or special tokens, for whole documents."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self._tok = Tokenizer.from_file(str(path or default_tokenizer_path()))
-        self._tok.no_truncation()  # tokenizer.json ships with truncation at 128
-        self._tok.no_padding()
+        self._tok = load(path or default_tokenizer_path())  # truncation and padding off
 
     def spans(self, text: str) -> TokenSpans:
         enc = self._tok.encode(text, add_special_tokens=False)
