@@ -1,5 +1,5 @@
 """Content-filter rules: recall per PII type on generated held-out text, false positives on clean
-dialogue (chatterbot-corpus, every language), and throughput.
+dialogue (chatterbot-corpus, every language), and throughput (messages/s and µs per message).
 
     .venv/bin/python bench/guard.py [--per-type 1000] [--seed 20240611]
 
@@ -10,7 +10,6 @@ A clean message counts as a false positive when ``detect_pii`` reports anything 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import ipaddress
 import json
@@ -25,6 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import chatterbot_corpus
+import click
 import yaml
 
 from workers.guard.detectors import PII_TYPES, detect_pii
@@ -484,18 +484,33 @@ def throughput(label: str, texts: list[str], fn: Callable[[str], object]) -> Non
         n += len(texts)
     elapsed = time.perf_counter() - started
     chars = sum(map(len, texts)) / len(texts)
-    print(f"{label:<44}{n / elapsed:>12,.0f} msg/s   (mean {chars:.0f} chars)")
+    rate, us = n / elapsed, elapsed / n * 1e6
+    print(f"{label:<44}{rate:>12,.0f} msg/s {us:>7.1f} µs/msg   (mean {chars:.0f} chars)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--per-type", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=20240611)
-    args = parser.parse_args()
-    samples = held_out(args.seed, args.per_type)
+def cost_by_type(samples: list[Sample], passes: int = 5) -> None:
+    """CPU µs per held-out message of each type: process time, the fastest of ``passes`` passes,
+    so that other processes on the machine count as little as possible."""
+    print(f"\n(3b) detect_pii CPU µs per held-out message, by type (fastest of {passes} passes)")
+    for kind in PII_TYPES:
+        texts = [s.text for s in samples if s.type == kind]
+        best = float("inf")
+        for _ in range(passes):
+            started = time.process_time()
+            for t in texts:
+                detect_pii(t)
+            best = min(best, time.process_time() - started)
+        print(f"{kind:<12}{best / len(texts) * 1e6:>8.1f} µs")
+
+
+@click.command(help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True})
+@click.option("--per-type", type=int, default=1000, help="held-out messages per PII type")
+@click.option("--seed", type=int, default=20240611)
+def main(per_type: int, seed: int) -> None:
+    samples = held_out(seed, per_type)
     corpus = corpus_messages()
     recall(samples)
-    near_miss_report(args.seed, 500)
+    near_miss_report(seed, 500)
     false_positives(corpus)
     print("\n(3) throughput, one core")
     english = corpus["english"]
@@ -509,6 +524,7 @@ def main() -> None:
         english,
         lambda t: content_filter.decide(t, tenant="t", policy=policy, safety_score=0.1),
     )
+    cost_by_type(samples)
     print(f"\ntargets: recall >= {TARGET_RECALL:.0%} per type, false positives < {TARGET_FP:.1%}")
 
 
