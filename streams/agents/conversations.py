@@ -5,6 +5,8 @@ context -> filter, mark, sign -> conversations.out (+ moderation, analytics, dea
 fetched (decode, dedupe lookup, policy, and a place in the next cross-conversation batch);
 ``finish`` runs in offset order per input partition and writes everything through the partition's
 transaction: the outputs, the conversation's new context row and the event id's dedupe row.
+The turn's work itself (dialogue-state cache, context, one-by-one retry of a rejected batch,
+governed release, result assembly) is ``workers.conversation.ConversationController``'s.
 Nothing is dropped silently: an invalid event becomes a dead letter, a denied or blocked one a
 result with its status and an audit record; a re-delivered event id is counted and skipped.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -32,9 +33,10 @@ from streams.records import (
 from streams.settings import Settings
 from streams.tables import ChangelogTable
 from workers.batching import MicroBatcher
-from workers.context import ContextSelector, DialogueState, Selection, Turn
-from workers.errors import InferenceRejected, InvalidEvent
-from workers.governance import Governor, ModelRef
+from workers.context import ContextSelector, Selection
+from workers.conversation import ConversationController, DialogueCache, Rejected
+from workers.errors import InvalidEvent
+from workers.governance import Governor
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
 from workers.telemetry.cost import CostModel
@@ -51,7 +53,6 @@ from workers.telemetry.tracing import (
 log = logging.getLogger(__name__)
 CONTEXT, DEDUPE = "context", "dedupe"
 _CACHE_KEY, _INFLIGHT_KEY = "context_cache", "inflight_ids"
-CACHE_SIZE = 2048  # decoded dialogue states kept per partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +146,18 @@ class ConversationHandler:
         )
         self.topics = (settings.topic_in,)
         self.tables = state_tables(settings)
-        self.selector = ContextSelector(
-            settings.context_budget_tokens, settings.context_gate, settings.context_half_life_turns
+        self.controller = ConversationController(
+            classifier,
+            governor,
+            ContextSelector(
+                settings.context_budget_tokens,
+                settings.context_gate,
+                settings.context_half_life_turns,
+            ),
+            turn_cap=settings.context_turn_cap,
+            token_cap=settings.context_token_cap,
+            clock=clock,
+            on_batch_rejected=lambda exc: self.metrics.triton_error("rejected"),
         )
         self.batcher: MicroBatcher[_Item, Prediction] = MicroBatcher(
             self._infer,
@@ -212,16 +223,9 @@ class ConversationHandler:
         fetched_at: float,
         span: EventSpan,
     ) -> Outcome:
-        try:
-            prediction = await future
-        except InferenceRejected as exc:
-            # One poison event must not sink its batch-mates: each is retried alone.
-            self.metrics.triton_error("rejected")
-            log.warning("batch rejected (%s); retrying %s alone", exc, event.event_id)
-            try:
-                prediction = (await self.classifier.classify([event.text]))[0]
-            except InferenceRejected as alone:
-                return Invalid(alone.reason, alone.detail, event.event_id, span)
+        prediction = await self.controller.predict(future, event)  # a rejected batch: alone
+        if isinstance(prediction, Rejected):
+            return Invalid(prediction.reason, prediction.detail, event.event_id, span)
         return Classified(event, access, prediction, fetched_at, span)
 
     # --- finish: in offset order, inside the partition's transaction -------------------------
@@ -255,28 +259,20 @@ class ConversationHandler:
                 )
             case Denied(event, access):
                 self.metrics.policy_denial(access.reason)
-                info = await self.classifier.model_info()
-                model = ModelRef(info.name, info.version, info.backend)
-                released = self.governor.deny(
-                    access, input_text=event.text, model=model,
-                    trace_id=self.tracing.trace_id(span.ctx),
-                )  # fmt: skip
+                released = await self.controller.deny(
+                    event, access, trace_id=self.tracing.trace_id(span.ctx)
+                )
                 await self.outputs.send(part, rec, event, released, None, None, span=span)
                 await self._remember(part, event)
             case Classified(event, access, prediction, fetched_at):
                 with self.tracing.stage("context", span):
                     selection = await self._context(part, event, prediction)
-                model = ModelRef(
-                    prediction.model_name, prediction.model_version, prediction.backend
-                )
                 with self.metrics.time_stage("governance"):
-                    released = self.governor.release(
-                        event.text,
+                    released = self.controller.release(
+                        event,
                         access,
-                        model=model,
+                        prediction,
                         trace_id=self.tracing.trace_id(span.ctx),
-                        safety_score=prediction.safety_score,
-                        entities=prediction.entities,
                         stage=lambda name: self.tracing.stage(name, span),
                     )
                 if released.decision is not None:
@@ -298,42 +294,26 @@ class ConversationHandler:
     async def _context(
         self, part: Sink, event: ConversationEvent, prediction: Prediction
     ) -> Selection:
-        """Select earlier turns for this one, then append it to the conversation's row."""
+        """Select earlier turns for this one; the conversation's new row, in the transaction."""
+        key = event.conversation_id.encode()
         with self.metrics.time_stage("context"):
-            state = self._state(part, event.conversation_id)
-            selection = self.selector.select(state, prediction.embedding, prediction.tokens)
-            turn = Turn(
-                event.event_id, event.text, prediction.tokens, prediction.embedding, event.ts
+            update = self.controller.context(
+                self._cache(part), event, prediction, lambda: part.get(CONTEXT, key)
             )
-            state.append(turn, now=self.clock())
-        await part.put(
-            CONTEXT, event.conversation_id.encode(), state.to_bytes("int8"), state.last_seen
-        )
-        return selection
+        await part.put(CONTEXT, key, update.row, update.last_seen)
+        return update.selection
 
-    def _state(self, part: Sink, conversation_id: str) -> DialogueState:
-        cache: OrderedDict[str, DialogueState] = part.local.setdefault(_CACHE_KEY, OrderedDict())
-        state = cache.get(conversation_id)
-        if state is None:
-            raw = part.get(CONTEXT, conversation_id.encode())
-            cap, tok = self.settings.context_turn_cap, self.settings.context_token_cap
-            state = DialogueState(cap, tok)
-            if raw is not None:
-                try:
-                    state = DialogueState.from_bytes(raw, turn_cap=cap, token_cap=tok)
-                except ValueError as exc:  # an unreadable row: start the context afresh
-                    log.warning("context of %r unreadable (%s); reset", conversation_id, exc)
-            cache[conversation_id] = state
-            if len(cache) > CACHE_SIZE:
-                cache.popitem(last=False)
-        cache.move_to_end(conversation_id)
-        return state
+    def _cache(self, part: Sink) -> DialogueCache:
+        cache: DialogueCache | None = part.local.get(_CACHE_KEY)
+        if cache is None:
+            cache = part.local[_CACHE_KEY] = self.controller.new_cache()
+        return cache
 
     async def sweep(self, part: Sink, now: float) -> None:
         """Drop idle conversations and event ids past the dedupe window (tombstones)."""
-        cache: OrderedDict[str, DialogueState] = part.local.setdefault(_CACHE_KEY, OrderedDict())
+        cache = self._cache(part)
         for key in part.expired(CONTEXT, now - self.settings.context_idle_s):
-            cache.pop(key.decode(), None)
+            cache.drop(key.decode())
             await part.put(CONTEXT, key, None, now)
         self.metrics.set_table_size(CONTEXT, part.size(CONTEXT))
         for key in part.expired(DEDUPE, now - self.settings.dedupe_window_s):
