@@ -9,7 +9,6 @@ the streaming runs start). Inputs are real turns of exactly L tokens (bench/text
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import json
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 from streams.settings import REPO_ROOT
@@ -223,21 +223,22 @@ def _perf_analyzer(
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inprocess", action="store_true", help="time the IR in this process")
-    parser.add_argument("--lengths", default="64")
-    parser.add_argument("--batches", default="1,8,16,32,64")
-    parser.add_argument("--seconds", type=float, default=3.0)
-    args = parser.parse_args()
+@click.command(
+    "ceiling", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--inprocess", "in_process", is_flag=True, help="time the IR in this process")
+@click.option("--lengths", default="64", help="sequence lengths, comma-separated")
+@click.option("--batches", default="1,8,16,32,64", help="batch sizes, comma-separated")
+@click.option("--seconds", type=float, default=3.0, help="timed seconds per cell")
+def main(in_process: bool, lengths: str, batches: str, seconds: float) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    lengths = [int(x) for x in args.lengths.split(",")]
-    batches = [int(x) for x in args.batches.split(",")]
-    if not args.inprocess:
-        parser.error("only --inprocess runs stand-alone; bench.run drives perf_analyzer")
-    print(json.dumps(inprocess(lengths, batches, args.seconds)))
-    return 0
+    if not in_process:
+        raise click.UsageError("only --inprocess runs stand-alone; bench.run drives perf_analyzer")
+    rows = inprocess(
+        [int(x) for x in lengths.split(",")], [int(x) for x in batches.split(",")], seconds
+    )
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

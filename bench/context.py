@@ -15,12 +15,11 @@ the three states are measured round-robin so machine noise hits them alike). Exi
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
-import sys
 import time
 
+import click
 import numpy as np
 
 from workers.context import ContextSelector, DialogueState, Turn
@@ -90,38 +89,41 @@ def table(title: str, rows: list[tuple[int, int, float, float, int, int, int, fl
         )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--reps", type=int, default=2000)
-    ap.add_argument("--turn-cap", type=int, default=64)
-    ap.add_argument("--token-cap", type=int, default=8192)
-    ap.add_argument("--budget", type=int, default=256)
-    ap.add_argument("--gate", type=float, default=0.7)
-    ap.add_argument("--dim", type=int, default=384)
-    args = ap.parse_args()
-    selector = ContextSelector(args.budget, args.gate, recency_half_life_turns=4.0)
+@click.command(
+    "context", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--seed", type=int, default=7)
+@click.option("--reps", type=int, default=2000, help="repetitions per dialogue length")
+@click.option("--turn-cap", type=int, default=64)
+@click.option("--token-cap", type=int, default=8192)
+@click.option("--budget", type=int, default=256, help="context budget (tokens)")
+@click.option("--gate", type=float, default=0.7)
+@click.option("--dim", type=int, default=384, help="embedding dimension")
+def main(
+    seed: int, reps: int, turn_cap: int, token_cap: int, budget: int, gate: float, dim: int
+) -> None:
+    selector = ContextSelector(budget, gate, recency_half_life_turns=4.0)
     print(
-        f"context bench  seed={args.seed} reps={args.reps} turn_cap={args.turn_cap} "
-        f"token_cap={args.token_cap} budget={args.budget} gate={args.gate} dim={args.dim}"
+        f"context bench  seed={seed} reps={reps} turn_cap={turn_cap} "
+        f"token_cap={token_cap} budget={budget} gate={gate} dim={dim}"
     )
     results: dict[str, dict[int, float]] = {}
     for label, capped in (("capped", True), ("uncapped", False)):
-        rng = np.random.default_rng(args.seed)
+        rng = np.random.default_rng(seed)
         bases = []
         for length in LENGTHS:
-            cap = args.turn_cap if capped else length + 1
-            token_cap = args.token_cap if capped else 60 * (length + 1)
-            bases.append(build(rng, length, cap, token_cap, args.dim))
+            cap = turn_cap if capped else length + 1
+            tokens = token_cap if capped else 60 * (length + 1)
+            bases.append(build(rng, length, cap, tokens, dim))
         rows = []
         for length, base, (med, p99, ctx) in zip(
-            LENGTHS, bases, per_turn(bases, selector, rng, args.reps), strict=True
+            LENGTHS, bases, per_turn(bases, selector, rng, reps), strict=True
         ):
-            size, size8, ser = record_cost(base, max(1, args.reps // 10))
+            size, size8, ser = record_cost(base, max(1, reps // 10))
             rows.append((length, len(base), med, p99, ctx, size, size8, ser))
             results.setdefault(label, {})[length] = med
         title = (
-            f"with turn_cap={args.turn_cap} (the setting)"
+            f"with turn_cap={turn_cap} (the setting)"
             if capped
             else "for contrast: cap lifted to the dialogue length"
         )
@@ -135,8 +137,9 @@ def main() -> int:
     print(f"  uncapped 1000 / 1 turns, for contrast:   {uncapped:.2f}x")
     ok = r1000_100 <= 1.5
     print("\nresult:", "bounded (target met)" if ok else "MISSED: cost grows with dialogue length")
-    return 0 if ok else 1
+    if not ok:
+        raise click.ClickException(f"1000-turn cost is {r1000_100:.2f}x the 100-turn cost (> 1.5)")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

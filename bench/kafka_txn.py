@@ -11,11 +11,11 @@ JVM that is still compiling; later rounds show the warm figure.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 import uuid
 
+import click
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -58,26 +58,25 @@ async def _round(
     return n / wall, 1000 * cpu / n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--transactions", type=int, default=600)
-    ap.add_argument("--partitions", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+@click.command(
+    "kafka_txn", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--transactions", type=int, default=600, help="units per round")
+@click.option("--partitions", type=int, default=5, help="records per unit, one per partition")
+@click.option("--rounds", type=int, default=3)
+def main(transactions: int, partitions: int, rounds: int) -> None:
     ports = Ports()
     services = Services(ports)
     services.start()
     try:
         pid = pid_file(ports.kafka_pid_file)()
         if pid is None:
-            raise SystemExit(f"no Kafka pid in {ports.kafka_pid_file}")
+            raise click.ClickException(f"no Kafka pid in {ports.kafka_pid_file}")
         bootstrap = services.settings.bootstrap_servers
-        print(f"{args.partitions} records (one per partition) per unit, {args.transactions} units")
-        for r in range(1, args.rounds + 1):
+        print(f"{partitions} records (one per partition) per unit, {transactions} units")
+        for r in range(1, rounds + 1):
             for txn in (True, False):
-                rate, cpu = asyncio.run(
-                    _round(bootstrap, pid, args.transactions, args.partitions, txn)
-                )
+                rate, cpu = asyncio.run(_round(bootstrap, pid, transactions, partitions, txn))
                 what = "transaction + offsets" if txn else "plain idempotent sends"
                 print(f"round {r}  {what:24s} {rate:7.1f} /s  broker {cpu:6.2f} CPU ms each")
     finally:

@@ -16,7 +16,6 @@ sequences/s and p99 (perf_analyzer, concurrency 2, requests of batch B). Start T
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -26,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workers.modeling.build import default_cache_dir  # noqa: E402
+from streams.settings import Settings  # noqa: E402
 from workers.modeling.mt_export import openvino_engine  # noqa: E402
 
 CASES = [(64, 1), (64, 8), (64, 32), (128, 1), (128, 8), (128, 32)]
@@ -119,19 +119,20 @@ def _perf_analyzer(url: str, length: int, batch: int) -> tuple[float, float] | N
     return float(row["Inferences/Second"]), float(row["p99 latency"]) / 1000
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--triton", default="127.0.0.1:18001")
-    parser.add_argument("--no-triton", action="store_true")
-    parser.add_argument("--archs", default="e5-6,e5-12,minilm-6")
-    args = parser.parse_args()
+@click.command(
+    "model", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--seconds", type=float, default=2.0, help="timed seconds per in-process cell")
+@click.option("--triton", default="127.0.0.1:18001", help="Triton gRPC HOST:PORT")
+@click.option("--no-triton", is_flag=True, help="skip the Triton column")
+@click.option("--archs", default="e5-6,e5-12,minilm-6", help="architectures, comma-separated")
+def main(seconds: float, triton: str, no_triton: bool, archs: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     version = REPO / "model_repo" / "inferstream_cpu" / "1"
     build = json.loads((version / "build.json").read_text())
-    fp32_dir = default_cache_dir() / "multitask" / f"fp32-{build['fp32_key'][:24]}"
+    fp32_dir = Settings().cache_dir / "multitask" / f"fp32-{build['fp32_key'][:24]}"
     engines = {}
-    for arch in args.archs.split(","):
+    for arch in archs.split(","):
         if arch == "e5-6":  # the served model
             fp32, int8 = fp32_dir / "fp32.xml", version / "model.xml"
         else:
@@ -140,20 +141,19 @@ def main() -> int:
         engines[f"{arch} fp32"] = openvino_engine(fp32, "f32")
         engines[f"{arch} int8"] = openvino_engine(int8, "f32")
     head = "| L | B | " + " | ".join(f"{n} seq/s / p50 ms" for n in engines)
-    print(head + (" |" if args.no_triton else " | Triton int8 seq/s / p99 ms |"))
-    print("|---" * (2 + len(engines) + (0 if args.no_triton else 1)) + "|")
+    print(head + (" |" if no_triton else " | Triton int8 seq/s / p99 ms |"))
+    print("|---" * (2 + len(engines) + (0 if no_triton else 1)) + "|")
     for length, batch in CASES:
         ids, mask = _inputs(length, batch)
         cells = [
             f"{tp:.0f} / {p50:.1f}"
-            for tp, p50 in (_time(e, ids, mask, args.seconds) for e in engines.values())
+            for tp, p50 in (_time(e, ids, mask, seconds) for e in engines.values())
         ]
-        if not args.no_triton:
-            pa = _perf_analyzer(args.triton, length, batch)
+        if not no_triton:
+            pa = _perf_analyzer(triton, length, batch)
             cells.append("n/a" if pa is None else f"{pa[0]:.0f} / {pa[1]:.1f}")
         print(f"| {length} | {batch} | " + " | ".join(cells) + " |", flush=True)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,14 +11,14 @@ Prints READY once its partitions are assigned; runs until SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
-import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import click
 import numpy as np
 import orjson
 import tritonclient.grpc.aio as grpcclient
@@ -40,20 +40,31 @@ async def labels_of(client: Any, model: str) -> list[str]:
     return [x.strip() for x in cfg["config"]["parameters"]["labels"]["string_value"].split(",")]
 
 
-async def serve(args: argparse.Namespace) -> None:
-    tokenizer = ModelTokenizer(args.max_seq_len)
-    triton = grpcclient.InferenceServerClient(url=args.triton)
-    labels = await labels_of(triton, args.model)
+@dataclass(frozen=True)
+class Options:
+    bootstrap: str
+    triton: str
+    model: str
+    topic_in: str
+    topic_out: str
+    group: str
+    max_seq_len: int
+
+
+async def serve(opts: Options) -> None:
+    tokenizer = ModelTokenizer(opts.max_seq_len)
+    triton = grpcclient.InferenceServerClient(url=opts.triton)
+    labels = await labels_of(triton, opts.model)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=args.bootstrap,
-        group_id=args.group,
+        bootstrap_servers=opts.bootstrap,
+        group_id=opts.group,
         auto_offset_reset="earliest",
         enable_auto_commit=True,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=opts.bootstrap, acks="all")
     await consumer.start()
     await producer.start()
-    consumer.subscribe([args.topic_in], listener=_Ready())
+    consumer.subscribe([opts.topic_in], listener=_Ready())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,7 +83,7 @@ async def serve(args: argparse.Namespace) -> None:
                 inputs.append(tensor)
             start = time.perf_counter()
             result = await triton.infer(
-                args.model, inputs, outputs=[grpcclient.InferRequestedOutput("logits")]
+                opts.model, inputs, outputs=[grpcclient.InferRequestedOutput("logits")]
             )
             inference_ms = (time.perf_counter() - start) * 1000
             logits = result.as_numpy("logits")[0].astype(np.float64)
@@ -92,7 +103,7 @@ async def serve(args: argparse.Namespace) -> None:
                 },
                 "produced_at": now,
             }
-            await producer.send(args.topic_out, orjson.dumps(out), key=msg.key)
+            await producer.send(opts.topic_out, orjson.dumps(out), key=msg.key)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -107,20 +118,28 @@ async def _until(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> Any:
                 yield rec
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--triton", required=True, help="Triton gRPC host:port")
-    parser.add_argument("--model", default="inferstream_cpu")
-    parser.add_argument("--topic-in", required=True)
-    parser.add_argument("--topic-out", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--max-seq-len", type=int, default=256)
-    args = parser.parse_args()
+@click.command(
+    "naive", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--bootstrap", required=True, help="Kafka HOST:PORT")
+@click.option("--triton", required=True, help="Triton gRPC host:port")
+@click.option("--model", default="inferstream_cpu")
+@click.option("--topic-in", required=True)
+@click.option("--topic-out", required=True)
+@click.option("--group", required=True, help="consumer group")
+@click.option("--max-seq-len", type=int, default=256)
+def main(
+    bootstrap: str,
+    triton: str,
+    model: str,
+    topic_in: str,
+    topic_out: str,
+    group: str,
+    max_seq_len: int,
+) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    asyncio.run(serve(args))
-    return 0
+    asyncio.run(serve(Options(bootstrap, triton, model, topic_in, topic_out, group, max_seq_len)))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -20,7 +20,6 @@ bench/figures/e2e.png. ``--quick``: short phases, fewer points (about 5 minutes)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -31,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import click
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/run.py` works too
@@ -205,49 +206,64 @@ def write(res: dict[str, Any], docs: bool) -> str:
     return text
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs, fewer points (~5 min)")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
-    parser.add_argument(
-        "--rates",
-        default=None,
-        help="offered rates of the load curve, e.g. 100,200,280 (default: fractions of the "
-        "measured flat-out rate)",
-    )
-    parser.add_argument("--kafka-port", type=int, default=Ports.kafka)
-    parser.add_argument("--triton-port", type=int, default=Ports.triton_http,
-                        help="Triton HTTP port; gRPC and metrics take the next two")  # fmt: skip
-    parser.add_argument("--web-port", type=int, default=Ports.web)
-    parser.add_argument("--run-dir", type=Path, default=Ports.run_dir)
-    parser.add_argument(
-        "--worker-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an INFERSTREAM_* setting for every worker (repeatable), e.g. "
-        "INFERSTREAM_COMMIT_INTERVAL_MS=20; the sweep still sets max_batch/max_wait_ms",
-    )
-    parser.add_argument(
-        "--dialogue-e2e",
-        action="store_true",
-        help="dialogue length end to end in quick mode too (full mode always runs it)",
-    )
-    parser.add_argument("--keep-services", action="store_true", help="leave Kafka/Triton up")
-    parser.add_argument("--docs", action="store_true", help="update docs/benchmarks.md + figure")
-    args = parser.parse_args()
-    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+@click.command(
+    "run", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--quick", is_flag=True, help="short runs, fewer points (~5 min)")
+@click.option("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
+@click.option(
+    "--rates",
+    default=None,
+    help="offered rates of the load curve, e.g. 100,200,280 (default: fractions of the "
+    "measured flat-out rate)",
+)
+@click.option("--kafka-port", type=int, default=Ports.kafka)
+@click.option("--triton-port", type=int, default=Ports.triton_http,
+              help="Triton HTTP port; gRPC and metrics take the next two")  # fmt: skip
+@click.option("--web-port", type=int, default=Ports.web)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Ports.run_dir)
+@click.option(
+    "--worker-env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="an INFERSTREAM_* setting for every worker (repeatable), e.g. "
+    "INFERSTREAM_COMMIT_INTERVAL_MS=20; the sweep still sets max_batch/max_wait_ms",
+)
+@click.option(
+    "--dialogue-e2e",
+    is_flag=True,
+    help="dialogue length end to end in quick mode too (full mode always runs it)",
+)
+@click.option("--keep-services", is_flag=True, help="leave Kafka/Triton up")
+@click.option("--docs", is_flag=True, help="update docs/benchmarks.md + figure")
+def main(
+    quick: bool,
+    only: str,
+    rates: str | None,
+    kafka_port: int,
+    triton_port: int,
+    web_port: int,
+    run_dir: Path,
+    worker_env: tuple[str, ...],
+    dialogue_e2e: bool,
+    keep_services: bool,
+    docs: bool,
+) -> None:
+    parts = {p.strip() for p in only.split(",") if p.strip()}
     if parts - set(PARTS):
-        parser.error(f"unknown parts {parts - set(PARTS)}; choose from {PARTS}")
-    plan = Plan.quick() if args.quick else Plan.full()
-    worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
-    if any(not k.startswith("INFERSTREAM_") for k in worker_env):
-        parser.error("--worker-env takes INFERSTREAM_*=VALUE")
+        raise click.BadParameter(
+            f"unknown parts {parts - set(PARTS)}; choose from {PARTS}", param_hint="--only"
+        )
+    if any("=" not in kv or not kv.startswith("INFERSTREAM_") for kv in worker_env):
+        raise click.BadParameter("takes INFERSTREAM_*=VALUE", param_hint="--worker-env")
+    plan = Plan.quick() if quick else Plan.full()
     plan = dataclasses.replace(
-        plan, worker_env=worker_env, dialogue_e2e=plan.dialogue_e2e or args.dialogue_e2e
+        plan,
+        worker_env=dict(kv.split("=", 1) for kv in worker_env),
+        dialogue_e2e=plan.dialogue_e2e or dialogue_e2e,
     )
-    ports = Ports(args.kafka_port, args.triton_port, args.web_port, args.run_dir.resolve())
-    rates = [float(x) for x in args.rates.split(",")] if args.rates else None
+    ports = Ports(kafka_port, triton_port, web_port, run_dir.resolve())
+    offered = [float(x) for x in rates.split(",")] if rates else None
     scenarios.quiet_kafka_logs()
     dropped = sorted(k for k in os.environ if k.startswith("INFERSTREAM_"))
     for key in dropped:  # every setting of the processes under test is set explicitly
@@ -278,25 +294,26 @@ def main() -> int:
         if "ceiling" in parts:
             log("ceiling: Triton with perf_analyzer")
             triton_ceiling(plan, ports, res)
-        streamed = streaming(plan, ports, parts, rates)
+        streamed = streaming(plan, ports, parts, offered)
         res.update({k: v for k, v in streamed.items() if k != "dialogue"})
         if "dialogue" in streamed:
             res.setdefault("dialogue", {}).update(streamed["dialogue"])
     finally:
-        if not args.keep_services:
+        if not keep_services:
             services.stop()
         res["meta"]["loadavg_end"] = round(os.getloadavg()[0], 2)
         res["meta"]["minutes"] = round((time.monotonic() - began) / 60, 1)
         res["ratios"] = report.ratios(res)
-        text = write(res, args.docs)
+        text = write(res, docs)
     log("")
     log(text)
     log(f"wrote {OUT / 'e2e.json'}, {OUT / 'e2e.md'}, {OUT / 'e2e.png'}"
-        + (f", {DOC}, {FIGURE}" if args.docs else "")
+        + (f", {DOC}, {FIGURE}" if docs else "")
         + f" in {res['meta']['minutes']} min")  # fmt: skip
     failed = [k for k, v in res.items() if isinstance(v, dict) and v.get("error")]
-    return 1 if failed else 0
+    if failed:
+        raise click.ClickException(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

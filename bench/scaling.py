@@ -12,7 +12,7 @@ JSON also has each partition's first and last result (a partition that starts la
 the worker's other partitions) and the transactions per result (markers on the output topic).
 
     .venv/bin/python -m bench.scaling [--events 3000] [--repeat 1] [--triton HOST:PORT]
-                                      [--only 1 3] [--set INFERSTREAM_MAX_BATCH=64]
+                                      [--only 1,3] [--set INFERSTREAM_MAX_BATCH=64]
 
 On a 2-core host every component shares the same two cores: Kafka, Triton and the workers
 compete, so these figures are a floor, not a per-component capacity; see docs/scaling.md.
@@ -21,7 +21,6 @@ Writes bench/out/scaling.json.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -368,22 +368,34 @@ def steady_rate(times: Sequence[float]) -> float:
     return (b - a) / (ordered[b] - ordered[a]) if ordered[b] > ordered[a] else math.nan
 
 
+@dataclass(frozen=True)
+class BurstOptions:
+    """What every layout's run takes from the command line."""
+
+    events: int
+    conversations: int
+    partitions: int
+    warmup: int
+    timeout: float
+    overrides: tuple[str, ...]  # NAME=VALUE in every worker's environment
+
+
 def run_layout(
     layout: Layout,
     bootstrap: str,
     kafka_roots: list[int],
     triton_url: str,
     triton_roots: list[int],
-    args: argparse.Namespace,
+    opts: BurstOptions,
 ) -> dict[str, Any]:
-    env = worker_env(layout, bootstrap, triton_url, args.partitions)
-    env |= dict(item.split("=", 1) for item in args.set)
+    env = worker_env(layout, bootstrap, triton_url, opts.partitions)
+    env |= dict(item.split("=", 1) for item in opts.overrides)
     settings = settings_of(env)
     asyncio.run(ensure_topics(settings))
     asyncio.run(publish_policy(settings, TENANT, allow_all_policy(TENANT, 1)))
     procs = start_workers(layout, env)
     try:
-        warm = min(args.warmup, args.events)  # every stage, partition and connection warm
+        warm = min(opts.warmup, opts.events)  # every stage, partition and connection warm
         asyncio.run(burst(settings, "warm", warm, warm, 240))
         comps = Components(
             {
@@ -394,7 +406,7 @@ def run_layout(
         )
         idle = quiesce(comps)
         load, before, t0 = os.getloadavg()[0], comps.snapshot(), time.time()
-        b = asyncio.run(burst(settings, "b", args.events, args.conversations, args.timeout))
+        b = asyncio.run(burst(settings, "b", opts.events, opts.conversations, opts.timeout))
         after = comps.snapshot()
         rss = [local_rss(w.pid()) for w in procs]
     finally:
@@ -412,8 +424,8 @@ def run_layout(
         "layout": layout.name,
         "brokers": layout.brokers,
         "workers": layout.workers,
-        "partitions": args.partitions,
-        "events": args.events,
+        "partitions": opts.partitions,
+        "events": opts.events,
         "results": done,
         "seconds": round(wall, 2),
         "events_per_s": round(done / wall, 1) if arrivals else None,
@@ -520,36 +532,81 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=3000, help="turns per burst")
-    parser.add_argument("--conversations", type=int, default=300, help="conversations per burst")
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--warmup", type=int, default=300, help="turns through before timing")
-    parser.add_argument("--repeat", type=int, default=1, help="bursts per layout (best shown)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="longest wait per burst (s)")
-    parser.add_argument("--triton", help="reuse the Triton gRPC endpoint HOST:PORT (not measured)")
-    parser.add_argument("--only", nargs="*", type=int, help="layout numbers (1-3) to run")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="INFERSTREAM_X=V",
-        help="a worker setting for every layout (repeatable), e.g. INFERSTREAM_MAX_BATCH=64",
-    )
-    parser.add_argument("--keep-services", action="store_true")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args(argv)
-    chosen = [lay for i, lay in enumerate(LAYOUTS, 1) if not args.only or i in args.only]
+def layout_numbers(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> set[int]:
+    """``--only 1,3`` or ``--only 1 --only 3``: the layout numbers (1-3)."""
+    try:
+        numbers = {int(x) for v in values for x in v.split(",") if x.strip()}
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not numbers <= set(range(1, len(LAYOUTS) + 1)):
+        raise click.BadParameter(f"layouts are 1-{len(LAYOUTS)}")
+    return numbers
+
+
+def env_items(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``--set NAME=VALUE`` items, checked for the ``=``."""
+    if bad := [v for v in values if "=" not in v]:
+        raise click.BadParameter(f"expected NAME=VALUE, got {', '.join(bad)}")
+    return values
+
+
+@click.command(
+    "scaling", help=(__doc__ or "").split("\n\n")[0], context_settings={"show_default": True}
+)
+@click.option("--events", type=int, default=3000, help="turns per burst")
+@click.option("--conversations", type=int, default=300, help="conversations per burst")
+@click.option("--partitions", type=int, default=6)
+@click.option("--warmup", type=int, default=300, help="turns through before timing")
+@click.option("--repeat", type=int, default=1, help="bursts per layout (best shown)")
+@click.option("--timeout", type=float, default=300.0, help="longest wait per burst (s)")
+@click.option(
+    "--triton",
+    "reuse_triton",
+    default=None,
+    help="reuse the Triton gRPC endpoint HOST:PORT (not measured)",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    callback=layout_numbers,
+    help="layout numbers (1-3) to run: --only 1,3 or --only 1 --only 3 (default: all)",
+)
+@click.option(
+    "--set",
+    "settings_set",
+    multiple=True,
+    callback=env_items,
+    metavar="INFERSTREAM_X=V",
+    help="a worker setting for every layout (repeatable), e.g. INFERSTREAM_MAX_BATCH=64",
+)
+@click.option("--keep-services", is_flag=True)
+@click.option("--out", type=click.Path(path_type=Path), default=OUT)
+def main(
+    events: int,
+    conversations: int,
+    partitions: int,
+    warmup: int,
+    repeat: int,
+    timeout: float,
+    reuse_triton: str | None,
+    only: set[int],
+    settings_set: tuple[str, ...],
+    keep_services: bool,
+    out: Path,
+) -> None:
+    opts = BurstOptions(events, conversations, partitions, warmup, timeout, settings_set)
+    chosen = [lay for i, lay in enumerate(LAYOUTS, 1) if not only or i in only]
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
-    with triton(args.triton, args.keep_services) as (triton_url, triton_roots):
+    with triton(reuse_triton, keep_services) as (triton_url, triton_roots):
         for brokers in sorted({lay.brokers for lay in chosen}):
-            with kafka(brokers, args.keep_services) as (bootstrap, kafka_roots):
-                for _ in range(args.repeat):  # interleaved: a load swing hits every layout
+            with kafka(brokers, keep_services) as (bootstrap, kafka_roots):
+                for _ in range(repeat):  # interleaved: a load swing hits every layout
                     for lay in (x for x in chosen if x.brokers == brokers):
                         run = run_layout(
-                            lay, bootstrap, kafka_roots, triton_url, triton_roots, args
+                            lay, bootstrap, kafka_roots, triton_url, triton_roots, opts
                         )
                         runs.append(run)
                         print(
@@ -577,17 +634,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commit_interval_ms": Settings.model_fields["commit_interval_ms"].default,
             "processing_guarantee": "exactly_once",
             "model": Settings.model_fields["model_name"].default,
-            "overrides": args.set,
+            "overrides": list(settings_set),
         },
         "summary": rows,
         "ratios": found,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

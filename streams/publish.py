@@ -1,4 +1,9 @@
-"""Publishing outcomes to Kafka through Faust's producer, flushed before a batch is acknowledged."""
+"""Sends outside the processing engine: the policy table's dead letters (a policy record that does
+not decode), through Faust's producer (acks=all), each flushed before the table moves on.
+
+Conversation and document outcomes are not sent here: ``streams.engine`` produces them in each
+input partition's transaction. ``Publisher`` is the seam ``create_app(publisher=...)`` takes.
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""Micro-batching across conversations, with an in-flight limit and backpressure.
+"""Micro-batching across conversations, with an in-flight limit.
 
 Many producers (one per partition, or one per event) ``submit(key, item)`` and await the result.
 Items queue up; a batch is cut when ``max_batch`` items wait, or when the oldest waiting item has
 waited ``max_wait_s`` (timer on the injected ``clock``/``sleep``), and only while fewer than
 ``max_inflight`` batches are in flight. Under load (Triton slow, retrying, or down) no batch is cut
-until a slot frees, so the queue turns into full batches rather than many small ones; ``pending()``
-grows, and producers that ``await wait_for_capacity()`` before each ``submit`` stop there: the
-agent stops pulling from Kafka (backpressure) instead of piling events up in memory.
+until a slot frees, so the queue turns into full batches rather than many small ones. The batcher
+does not bound its queue: backpressure is the caller's (``streams.engine`` pauses fetching at
+``max_pending`` unfinished records).
 
 Each batch is one call of ``process(items) -> results`` (one result per item, same order). Results
 fan back to their submitters; the results of one key resolve in submit order even when a later
@@ -54,7 +54,6 @@ class MicroBatcher(Generic[T, R]):
         max_batch: int,
         max_wait_s: float,
         max_inflight: int = 1,
-        max_pending: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -64,9 +63,6 @@ class MicroBatcher(Generic[T, R]):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_inflight = max_inflight
-        self.max_pending = max_pending if max_pending is not None else 4 * max_batch * max_inflight
-        if self.max_pending < 1:
-            raise ValueError("max_pending must be >= 1")
         self.clock = clock
         self.sleep = sleep
         self.batches = 0  # batches started, for metrics and tests
@@ -76,15 +72,13 @@ class MicroBatcher(Generic[T, R]):
         self._last: dict[str, asyncio.Future[R]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
-        self._capacity_waiters: list[asyncio.Future[None]] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._draining = 0
 
     # --- producers -------------------------------------------------------------------------
     def submit(self, key: str, item: T) -> asyncio.Future[R]:
         """Queue ``item``; the returned future resolves with its result (or its batch's error)
-        after every earlier item of the same ``key`` resolved. Never blocks: producers that must
-        respect ``max_pending`` await ``wait_for_capacity()`` first."""
+        after every earlier item of the same ``key`` resolved. Never blocks."""
         out: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         after = self._last.get(key)
         self._last[key] = out
@@ -98,23 +92,8 @@ class MicroBatcher(Generic[T, R]):
         """Items submitted and not yet resolved (queued, in flight, or ordered behind their key)."""
         return self._pending
 
-    def has_capacity(self) -> bool:
-        return self._pending < self.max_pending
-
     def inflight(self) -> int:
         return self._inflight
-
-    async def wait_for_capacity(self) -> None:
-        """Return once ``pending() < max_pending``. Call it right before ``submit`` (no await in
-        between) and ``pending()`` never exceeds ``max_pending``."""
-        while self._pending >= self.max_pending:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._capacity_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._capacity_waiters:
-                    self._capacity_waiters.remove(waiter)
 
     async def drain(self) -> None:
         """Flush what is queued without waiting for ``max_wait_s`` and wait until everything
@@ -198,8 +177,6 @@ class MicroBatcher(Generic[T, R]):
         self._pending -= 1
         if self._last.get(key) is fut:
             del self._last[key]
-        if self._pending < self.max_pending:
-            self._wake(self._capacity_waiters)
         if not self._pending:
             self._wake(self._idle_waiters)
 

@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Backoff:
-    """Full-jitter exponential back-off; ``sleep`` and ``rand`` are injected for tests.
+    """Exponential back-off with equal jitter; ``sleep`` and ``rand`` are injected for tests.
 
+    The wait before retry ``attempt`` (0 first) is uniform in ``[ceiling/2, ceiling]`` with
+    ``ceiling = min(max_s, initial_s * 2**attempt)``: never shorter than half the ceiling (full
+    jitter would draw from ``[0, ceiling]``). ``max_attempts`` counts calls, the first included.
     ``max_attempts=None`` retries until success: with Kafka that is the right default, since the
     consumer stops fetching while the agent waits (backpressure) and nothing is lost.
     """

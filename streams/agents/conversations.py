@@ -164,7 +164,6 @@ class ConversationHandler:
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_inflight=settings.max_inflight,
-            max_pending=settings.max_pending + settings.max_batch,
         )
 
     # --- prepare: at fetch time ------------------------------------------------------------
