@@ -34,7 +34,7 @@ class Backoff:
     on_retry: Callable[[InferstreamError], None] | None = None  # e.g. count it in metrics
 
     def delay(self, attempt: int) -> float:
-        ceiling = min(self.max_s, self.initial_s * (2**attempt))
+        ceiling = min(self.max_s, self.initial_s * 2.0 ** min(attempt, 64))  # no overflow
         return float(ceiling / 2 + self.rand() * ceiling / 2)
 
     async def run(self, call: Callable[[], Awaitable[T]], what: str) -> T:

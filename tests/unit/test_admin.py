@@ -65,3 +65,9 @@ async def test_a_non_retriable_error_raises_at_once(monkeypatch: pytest.MonkeyPa
     with pytest.raises(TopicAuthorizationFailedError):
         await admin.ensure_topics(Settings(), SPECS, backoff=backoff)
     assert len(calls) == 1 and slept == []
+
+
+def test_backoff_delay_is_bounded_for_any_attempt() -> None:
+    backoff = Backoff(initial_s=1.0, max_s=5.0, rand=lambda: 1.0)
+    assert [backoff.delay(n) for n in (0, 1, 2, 3)] == [1.0, 2.0, 4.0, 5.0]
+    assert backoff.delay(5000) == 5.0  # 2.0 ** 5000 would overflow

@@ -1,4 +1,4 @@
-"""The engine's per-partition commit (streams/engine.py ``Partition``) against a fake
+"""The engine's per-partition commit (streams/partition.py ``Partition``) against a fake
 transactional producer: what goes into each transaction, when offsets are sent, and that a sweep's
 table changes alone still make a transaction (the real-broker behaviour is covered by
 tests/integration/test_stateful.py and tests/reliability)."""
@@ -6,57 +6,18 @@ tests/integration/test_stateful.py and tests/reliability)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from rocksdict import Options, Rdict
 
-from streams.engine import Partition, PartitionClosed
+from streams.partition import Partition, PartitionClosed
 from streams.tables import TablePartition
+from tests.unit.engine_fakes import FakeTxnProducer
 
 TP = TopicPartition("in", 2)
-
-
-@dataclass
-class _Meta:
-    offset: int
-
-
-@dataclass
-class FakeTxnProducer:
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-    next_offset: int = 0
-    hold_acks: bool = False  # acknowledgements wait (a broker that is away)
-    held: list[asyncio.Future[_Meta]] = field(default_factory=list)
-
-    async def begin_transaction(self) -> None:
-        self.calls.append(("begin",))
-
-    async def send(self, topic: str, value: bytes | None, **kw: Any) -> asyncio.Future[_Meta]:
-        self.calls.append(("send", topic, value))
-        fut: asyncio.Future[_Meta] = asyncio.get_running_loop().create_future()
-        if self.hold_acks:
-            self.held.append(fut)
-        else:
-            fut.set_result(_Meta(self.next_offset))
-        self.next_offset += 1
-        return fut
-
-    def release(self) -> None:
-        """The broker is back: every held record is acknowledged."""
-        for i, fut in enumerate(self.held):
-            fut.set_result(_Meta(100 + i))
-        self.held.clear()
-
-    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
-        self.calls.append(("offsets", dict(offsets), group))
-
-    async def commit_transaction(self) -> None:
-        self.calls.append(("commit",))
 
 
 def _partition(

@@ -1,4 +1,4 @@
-"""``fetch_fair`` (streams/engine.py) against a fake consumer that drains its buffer the way
+"""``fetch_fair`` (streams/fetching.py) against a fake consumer that drains its buffer the way
 aiokafka's ``getmany`` does (partition by partition, in buffer order)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from streams.engine import fetch_fair
+from streams.fetching import fetch_fair
 
 A, B, C, D = (TopicPartition("in", i) for i in range(4))
 
