@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import faust
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from streams import web
@@ -43,7 +44,8 @@ from workers.telemetry import logfilter, taskdump
 from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
-from workers.telemetry.tracing import KafkaTracing, SpanPipeline, build_span_pipeline
+from workers.telemetry.provider import build_tracer_provider
+from workers.telemetry.tracing import KafkaTracing
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,7 @@ def create_app(
     governor: Governor | None = None,
     publisher: Publisher | None = None,
     follow_policies: bool = True,
-    span_pipeline: SpanPipeline | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> faust.App:
     """The worker: a Faust app hosting the web server (metrics, health), the policy table, the
     observer timer and the transactional processing engine (``streams.engine``)."""
@@ -186,7 +188,7 @@ def create_app(
 
         tables_ready = table.caught_up.is_set
 
-    spans = span_pipeline or build_span_pipeline(
+    spans = tracer_provider or build_tracer_provider(
         settings.tracing_exporter,
         settings.tracing_endpoint,
         "inferstream-worker",
@@ -215,7 +217,8 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:
         taskdump.install(asyncio.get_running_loop())  # kill -USR1: every task's stack in the log
-        logfilter.install()  # aiokafka's per-retry lines, once per 10 s while a broker is away
+        # aiokafka's per-retry lines, once per 10 s while a broker is away; trace ids on each line
+        logfilter.install(json_lines=settings.log_json)
         while True:  # decisions use current policies: start once the policy table caught up
             try:
                 await ready()
@@ -228,7 +231,7 @@ def create_app(
             await engine.run()
         finally:
             if spans is not None:
-                spans.shutdown()  # flushes held spans
+                spans.shutdown()  # type: ignore[no-untyped-call]  # flushes held spans
 
     web.register(app, metrics, health)
 

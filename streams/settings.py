@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         description="Headers sent with every OTLP export, 'name=value,name2=value2' (an API key).",
     )
     tracing_sample_ratio: float = Field(
-        1.0,
+        0.1,
         ge=0,
         le=1,
         description="Share of new traces sampled; a producer's sampled traceparent is honoured.",
@@ -232,6 +232,9 @@ class Settings(BaseSettings):
         description="Jars and model artifacts cached across checkouts.",
     )
     log_level: str = Field("info", description="Log level of the worker.")
+    log_json: bool = Field(
+        False, description="Log JSON lines (with trace_id and span_id) instead of text lines."
+    )
 
     @property
     def bootstrap_servers(self) -> str:

@@ -1,6 +1,6 @@
 """Issue 8 acceptance: one produced event with a ``traceparent`` header yields one trace whose
 spans cover every stage, on the real broker and Triton, with an in-memory span exporter (the
-engine runs in this process so the test can read its spans); and the same through the OTLP
+engine runs in this process so the test can read its spans); and the same through the SDK's OTLP
 exporters (gRPC, HTTP) to a receiver that parses the requests with the official protobufs."""
 
 from __future__ import annotations
@@ -24,13 +24,8 @@ from streams.records import ConversationEvent
 from streams.settings import Settings
 from tests.conftest import TEST_PORTS
 from tests.integration.otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, Receiver
-from workers.telemetry.tracing import (
-    ATTR_BACKEND,
-    ATTR_BATCH_SIZE,
-    STAGES,
-    KafkaTracing,
-    build_span_pipeline,
-)
+from workers.telemetry.provider import build_tracer_provider
+from workers.telemetry.tracing import ATTR_BACKEND, ATTR_BATCH_SIZE, STAGES, KafkaTracing
 
 pytestmark = pytest.mark.integration
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -63,19 +58,25 @@ def test_one_event_one_trace_over_every_stage(
     }
     settings = Settings(**{k.removeprefix("INFERSTREAM_").lower(): v for k, v in env.items()})
     exporter = InMemorySpanExporter()
+    lost: list[int] = []
     receiver: Receiver | None = None
     if exporter_kind == "in-memory":
-        pipeline = build_span_pipeline("none", None, "inferstream-test", span_exporter=exporter)
-    else:  # batched export from the pipeline's thread, as the worker runs it
+        provider = build_tracer_provider(
+            "none", None, "inferstream-test", span_exporter=exporter, sample_ratio=1.0,
+            on_drop=lost.append,
+        )  # fmt: skip
+    else:  # the SDK's batch processor and OTLP exporter, as the worker runs them
         receiver = GrpcReceiver() if exporter_kind == "otlp-grpc" else HttpReceiver()
-        pipeline = build_span_pipeline(
+        provider = build_tracer_provider(
             exporter_kind,  # type: ignore[arg-type]
             receiver.endpoint,
             "inferstream-test",
+            sample_ratio=1.0,
             headers={"x-api-key": "k1"},
+            on_drop=lost.append,
         )
-    assert pipeline is not None
-    tracing = KafkaTracing(pipeline, consumer_group=settings.app_id)
+    assert provider is not None
+    tracing = KafkaTracing(provider, consumer_group=settings.app_id)
     governor = build_governor(settings)
     governor.policies.apply("acme", allow_all_policy("acme", 1))
     handler = ConversationHandler(
@@ -117,12 +118,12 @@ def test_one_event_one_trace_over_every_stage(
             await asyncio.gather(run, return_exceptions=True)
 
     headers, value = asyncio.run(asyncio.wait_for(scenario(), 240))
-    pipeline.shutdown()  # flushes what the pipeline's thread still holds
+    provider.shutdown()  # flushes what the batch processor still holds
     assert b'"event_id":"ev-1"' in value
     if receiver is not None:
         receiver.stop()
         received = receiver.spans
-        assert receiver.requests >= 1 and pipeline.dropped == 0
+        assert receiver.requests >= 1 and not lost
         assert all(h.get("x-api-key") == "k1" for h in receiver.headers)
     else:
         received = [_view(s) for s in exporter.get_finished_spans()]

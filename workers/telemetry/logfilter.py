@@ -2,13 +2,17 @@
 connect and metadata attempt, with no back-off between some of them: a worker with a dozen
 clients wrote about 2,500 error lines a second (4 MB in a 15 s outage). Each distinct message
 (logger, level, format string) is logged once per window; the next one after the window says how
-many like it were held back."""
+many like it were held back. ``TraceIds`` and ``TraceFormatter`` put the current span's trace and
+span ids on each line (text, or JSON lines)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+
+import orjson
+from opentelemetry import trace
 
 
 class RepeatFilter(logging.Filter):
@@ -44,10 +48,44 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-def install(filt: RepeatFilter | None = None) -> RepeatFilter:
-    """Attach to the root logger's handlers (where Faust's worker logs everything to), once."""
+class TraceIds(logging.Filter):
+    """Adds the current span's ``trace_id`` and ``span_id`` (hex; "" outside a span)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = trace.get_current_span().get_span_context()
+        record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        record.span_id = format(ctx.span_id, "016x") if ctx.is_valid else ""
+        return True
+
+
+class TraceFormatter(logging.Formatter):
+    """A JSON object per line (``json_lines``), or ``base``'s text with the ids appended."""
+
+    def __init__(self, base: logging.Formatter | None = None, json_lines: bool = False) -> None:
+        super().__init__()
+        self.base, self.json_lines = base or logging.Formatter(), json_lines
+
+    def format(self, record: logging.LogRecord) -> str:
+        trace_id, span_id = getattr(record, "trace_id", ""), getattr(record, "span_id", "")
+        if not self.json_lines:
+            text = self.base.format(record)
+            return f"{text} trace_id={trace_id} span_id={span_id}" if trace_id else text
+        line = {
+            "ts": record.created, "level": record.levelname, "logger": record.name,
+            "message": record.getMessage(), "trace_id": trace_id, "span_id": span_id,
+        }  # fmt: skip
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def install(filt: RepeatFilter | None = None, *, json_lines: bool = False) -> RepeatFilter:
+    """Attach to the root logger's handlers (where Faust's worker logs everything to), once:
+    ``filt``, the trace ids and their formatter."""
     filt = filt or RepeatFilter()
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RepeatFilter) for f in handler.filters):
             handler.addFilter(filt)
+            handler.addFilter(TraceIds())
+            handler.setFormatter(TraceFormatter(handler.formatter, json_lines))
     return filt

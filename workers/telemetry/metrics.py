@@ -189,11 +189,11 @@ class Metrics:
         self._child(self.cost, tenant, backend).observe(usd)
 
     def spans_exported(self, n: int) -> None:
-        """Called by the span pipeline's thread after each successful export of ``n`` spans."""
+        """Called by the tracing's batch processor after each successful export of ``n`` spans."""
         self.spans_sent.inc(n)
 
     def spans_dropped(self, n: int) -> None:
-        """Called by the span pipeline (from its thread too) when it loses ``n`` spans."""
+        """Called by the tracing's batch processor (from any thread) when it loses ``n`` spans."""
         self.spans_lost.inc(n)
 
     # --- exposition ----------------------------------------------------------------------------

@@ -1,157 +1,124 @@
-"""The span pipeline the settings ask for (or none: tracing off), and the sink that hands spans
-to any OpenTelemetry SDK ``SpanExporter`` (console, a test's in-memory one) as ``ReadableSpan``s.
-"""
+"""The SDK ``TracerProvider`` the settings ask for (or none: tracing off). Parent-based trace-id
+ratio sampling; a ``BatchSpanProcessor`` over the chosen exporter, wrapped to count exported and
+lost spans. Batches are large (4,096 spans or every second; 16,384 may wait): each export call
+costs the worker far more than its bytes (docs/decisions/0007). Nothing is registered globally:
+the caller owns the provider and shuts it down (which flushes it)."""
 
 from __future__ import annotations
 
-import os
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 
-from workers.telemetry.otlp import Encoder
-from workers.telemetry.otlp_export import GrpcTransport, HttpTransport, OtlpSink
-from workers.telemetry.spans import Child, SpanData, SpanPipeline, child_span
-
+log = logging.getLogger(__name__)
 Exporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
 INSTRUMENTATION = "inferstream"
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+MAX_QUEUE, MAX_BATCH, DELAY_MS, TIMEOUT_MS = 16384, 4096, 1000, 10_000
+Counter = Callable[[int], None]
 
 
-def build_span_pipeline(
-    exporter: Exporter,
-    endpoint: str | None,
-    service_name: str,
-    *,
-    span_exporter: SpanExporter | None = None,
-    sample_ratio: float = 1.0,
-    batch: bool | None = None,
-    resource_attributes: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-    on_drop: Callable[[int], None] | None = None,
-    on_export: Callable[[int], None] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> SpanPipeline | None:
-    """The pipeline for ``exporter``; ``None`` for "none" (callers then trace with a no-op).
+class RatioOrLinked(TraceIdRatioBased):
+    """The trace-id ratio rule for a new trace, except that a root linked to a sampled span (a
+    batch step's span over sampled events) is kept with them."""
 
-    ``span_exporter`` (a test's in-memory exporter) replaces the chosen exporter and, unless
-    ``batch``, gets each span as it ends. OTLP exporters encode ``SpanData`` directly (``otlp``);
-    "console" goes through the SDK's ``ConsoleSpanExporter``. ``headers`` go with every OTLP
-    request (a collector's API key). The resource is the SDK's (``Resource.create``: the service
-    name, the SDK's own attributes, ``OTEL_RESOURCE_ATTRIBUTES``). The OpenTelemetry batch
-    settings ``OTEL_BSP_SCHEDULE_DELAY`` (ms), ``OTEL_BSP_MAX_QUEUE_SIZE``,
-    ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BSP_EXPORT_TIMEOUT`` (ms) are read from
-    ``environ`` (the process environment) when set; the defaults are the pipeline's (1 s, 16,384,
-    4,096) and 10 s. The caller owns the pipeline: ``shutdown()`` flushes it."""
-    if span_exporter is None and exporter == "none":
-        return None
-    bsp = batch_settings(os.environ if environ is None else environ)
-    timeout_s = bsp.pop("timeout_s", 10.0)
-    resource = Resource.create({SERVICE_NAME: service_name, **(resource_attributes or {})})
-    sink: OtlpSink | SdkSink
-    if span_exporter is not None:
-        sink = SdkSink(span_exporter, resource)
-    elif exporter == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        sink = SdkSink(ConsoleSpanExporter(service_name=None), resource)
-    elif exporter == "otlp-grpc":
-        sink = OtlpSink(
-            Encoder(resource, INSTRUMENTATION),
-            GrpcTransport(endpoint, headers),
-            timeout_s=timeout_s,
-        )
-    elif exporter == "otlp-http":
-        sink = OtlpSink(
-            Encoder(resource, INSTRUMENTATION),
-            HttpTransport(endpoint, headers),
-            timeout_s=timeout_s,
-        )
-    else:
-        raise ValueError(
-            f"unknown trace exporter {exporter!r} (none, console, otlp-grpc, otlp-http)"
-        )
-    synchronous = not batch if batch is not None else span_exporter is not None
-    return SpanPipeline(
-        sink, sample_ratio=sample_ratio, synchronous=synchronous, on_drop=on_drop,
-        on_export=on_export, **bsp,
-    )  # fmt: skip
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        if any(link.context.trace_flags.sampled for link in kwargs.get("links") or ()):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, kwargs.get("attributes"))
+        return super().should_sample(*args, **kwargs)
 
 
-_BSP = {  # variable: (keyword, scale to its unit)
-    "OTEL_BSP_SCHEDULE_DELAY": ("delay_s", 0.001),
-    "OTEL_BSP_MAX_QUEUE_SIZE": ("max_queue", 1),
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": ("max_batch", 1),
-    "OTEL_BSP_EXPORT_TIMEOUT": ("timeout_s", 0.001),
-}
+class CountingProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the spans it exported and those lost (``on_export``,
+    ``on_drop``): to a full queue (which drops its oldest), a failed export, a shutdown."""
+
+    def __init__(self, exporter: SpanExporter, on_export: Counter | None = None,
+                 on_drop: Counter | None = None) -> None:  # fmt: skip
+        self.exported = self.dropped = 0
+        self.on_export, self.on_drop = on_export, on_drop
+        super().__init__(_Counted(exporter, self.count), MAX_QUEUE, DELAY_MS, MAX_BATCH, TIMEOUT_MS)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.done or len(self.queue) >= self.max_queue_size:
+            self.count(1, ok=False)
+        super().on_end(span)
+
+    def count(self, n: int, ok: bool) -> None:
+        if ok:
+            self.exported += n
+        else:
+            self.dropped += n
+        if (callback := self.on_export if ok else self.on_drop) is not None:
+            callback(n)
 
 
-def batch_settings(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The ``OTEL_BSP_*`` variables that are set, as ``SpanPipeline``/``OtlpSink`` keywords; a
-    value that is not a positive integer is an error (at start, not a silent default)."""
-    out: dict[str, Any] = {}
-    for name, (keyword, scale) in _BSP.items():
-        raw = environ.get(name, "").strip()
-        if not raw:
-            continue
-        if not raw.isdigit() or int(raw) <= 0:
-            raise ValueError(f"{name}={raw!r}: expected a positive integer")
-        out[keyword] = int(raw) * scale if scale != 1 else int(raw)
-    return out
+class _Counted(SpanExporter):
+    def __init__(self, exporter: SpanExporter, count: Callable[[int, bool], None]) -> None:
+        self.exporter, self.count = exporter, count
 
-
-class SdkSink:
-    """Hands spans to an SDK ``SpanExporter`` as the SDK's own ``ReadableSpan``s."""
-
-    def __init__(self, exporter: SpanExporter, resource: Resource) -> None:
-        self.exporter, self.resource = exporter, resource
-        self.scope = InstrumentationScope(INSTRUMENTATION)
-
-    @staticmethod
-    def prepare(span: SpanData) -> list[SpanData]:
-        return [span]
-
-    @staticmethod
-    def prepare_event(span: SpanData, children: Sequence[Child]) -> list[SpanData]:
-        parent = span.context()
-        return [*(child_span(parent, c) for c in children), span]
-
-    def export(self, items: Sequence[list[SpanData]]) -> bool:
-        result = self.exporter.export([self.readable(s) for spans in items for s in spans])
-        return result is SpanExportResult.SUCCESS
-
-    def readable(self, s: SpanData) -> ReadableSpan:
-        state = TraceState.from_header([s.state]) if s.state else None
-        context = SpanContext(s.trace_id, s.span_id, False, _SAMPLED, state)
-        parent = (
-            SpanContext(s.trace_id, s.parent_id, s.parent_remote, _SAMPLED, state)
-            if s.parent_id
-            else None
-        )
-        status = Status(StatusCode(s.status[0]), s.status[1]) if s.status else Status()
-        return ReadableSpan(
-            name=s.name,
-            context=context,
-            parent=parent,
-            resource=self.resource,
-            attributes=s.all_attributes(),
-            events=[Event(name, dict(attrs), at) for name, at, attrs in s.events or ()],
-            links=[
-                Link(SpanContext(link.trace_id, link.span_id, link.remote, _SAMPLED))
-                for link in s.links or ()
-            ],
-            kind=SpanKind(s.kind),
-            status=status,
-            start_time=s.start,
-            end_time=s.end,
-            instrumentation_scope=self.scope,
-        )
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.exporter.export(spans)
+        except Exception:  # an exporter's bug loses these spans, never the worker
+            log.exception("span export failed")
+            result = SpanExportResult.FAILURE
+        self.count(len(spans), result is SpanExportResult.SUCCESS)
+        return result
 
     def shutdown(self) -> None:
         self.exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+def build_tracer_provider(
+    exporter: Exporter, endpoint: str | None, service_name: str, *, sample_ratio: float = 0.1,
+    span_exporter: SpanExporter | None = None, resource_attributes: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None, on_export: Counter | None = None,
+    on_drop: Counter | None = None,
+) -> TracerProvider | None:  # fmt: skip
+    """The provider for ``exporter`` ("none": None, tracing off) keeping ``sample_ratio`` of new
+    traces (a parent's decision is followed). ``span_exporter`` (a test's) replaces the exporter.
+    OTLP endpoints: gRPC ``host:port`` (``https://``: TLS), HTTP ``http(s)://host:port[/path]``
+    (``/v1/traces`` added to a bare host); ``headers`` go with every export. The resource is the
+    SDK's: ``service.name``, ``resource_attributes``, ``OTEL_RESOURCE_ATTRIBUTES``."""
+    if span_exporter is None:
+        if exporter == "none":
+            return None
+        span_exporter = span_exporter_for(exporter, endpoint, dict(headers or {}))
+    resource = Resource.create({SERVICE_NAME: service_name, **(resource_attributes or {})})
+    sampler = ParentBased(RatioOrLinked(sample_ratio))
+    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(CountingProcessor(span_exporter, on_export, on_drop))
+    return provider
+
+
+def span_exporter_for(
+    kind: Exporter, endpoint: str | None, headers: dict[str, str]
+) -> SpanExporter:
+    """The SDK's exporter for ``kind`` (not "none"), sending ``headers`` with every export."""
+    if kind == "console":
+        return ConsoleSpanExporter(service_name=None)
+    if kind == "otlp-grpc":
+        target = endpoint or "localhost:4317"
+        insecure = not target.startswith("https://")
+        return GrpcExporter(target, insecure, headers=headers, timeout=TIMEOUT_MS // 1000)
+    if kind == "otlp-http":
+        url = (endpoint or "http://localhost:4318").rstrip("/")
+        url += "/v1/traces" if url.count("/") <= 2 else ""  # a bare scheme://host:port
+        return HttpExporter(url, headers=headers, timeout=TIMEOUT_MS // 1000)
+    raise ValueError(f"unknown trace exporter {kind!r} (none, console, otlp-grpc, otlp-http)")

@@ -1,10 +1,16 @@
-"""aiokafka's per-retry log lines are logged once per window, with a count of those held back."""
+"""aiokafka's per-retry log lines are logged once per window, with a count of those held back;
+log lines carry the current span's trace and span ids."""
 
 from __future__ import annotations
 
+import io
 import logging
 
-from workers.telemetry.logfilter import RepeatFilter
+import orjson
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from workers.telemetry.logfilter import RepeatFilter, TraceFormatter, TraceIds, install
 
 
 class Clock:
@@ -45,3 +51,32 @@ def test_other_messages_levels_and_loggers_are_independent() -> None:
     for _ in range(3):  # our own loggers are never held back
         assert f.filter(record("streams.engine", "processing session reset after %s", "x"))
     assert not f.filter(record("aiokafka.client", "Unable to update metadata from %s", [1]))
+
+
+def test_log_lines_carry_the_current_span_ids_as_text_or_json() -> None:
+    span = TracerProvider(shutdown_on_exit=False).get_tracer("t").start_span("decode")
+    ctx = span.get_span_context()
+    ids = f"trace_id={ctx.trace_id:032x} span_id={ctx.span_id:016x}"
+    text = TraceFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    outside = record("inferstream", "hello %s", "there", level=logging.INFO)
+    assert TraceIds().filter(outside) and text.format(outside) == "INFO hello there"
+    with trace.use_span(span):
+        inside = record("inferstream", "hello %s", "there", level=logging.INFO)
+        TraceIds().filter(inside)
+    assert text.format(inside) == f"INFO hello there {ids}"
+    line = orjson.loads(TraceFormatter(json_lines=True).format(inside))
+    assert line["message"] == "hello there" and line["level"] == "INFO"
+    assert f"trace_id={line['trace_id']} span_id={line['span_id']}" == ids
+    assert orjson.loads(TraceFormatter(json_lines=True).format(outside))["trace_id"] == ""
+
+
+def test_install_puts_the_filters_and_the_formatter_on_the_root_handlers() -> None:
+    handler, root = logging.StreamHandler(io.StringIO()), logging.getLogger()
+    root.addHandler(handler)
+    try:
+        install(json_lines=True)
+        install(json_lines=True)  # once
+        assert [type(f) for f in handler.filters] == [RepeatFilter, TraceIds]
+        assert isinstance(handler.formatter, TraceFormatter) and handler.formatter.json_lines
+    finally:
+        root.removeHandler(handler)
