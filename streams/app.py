@@ -23,6 +23,7 @@ from streams.security import faust_credentials, kafka_client_kwargs
 from streams.settings import Settings
 from streams.tables import PolicyTable
 from streams.topics import declare_topics
+from workers.cost import CostModel
 from workers.errors import InvalidEvent
 from workers.governance import Governor
 from workers.guard.filter import ContentFilter
@@ -41,7 +42,6 @@ from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
 from workers.retry import Backoff
 from workers.telemetry import logfilter, taskdump
-from workers.telemetry.cost import CostModel
 from workers.telemetry.health import Health
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.provider import build_tracer_provider

@@ -17,7 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from workers.telemetry.exposition import (
+from streams.exposition import (
     Scrape,
     mean,
     parse_exposition,

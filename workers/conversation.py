@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from workers.context import ContextSelector, DialogueState, Precision, Selection, Turn
+from workers.cost import CostModel, analytics_record
 from workers.errors import InferenceRejected
 from workers.governance import Governor, ModelRef, Released, Stage
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction
 from workers.inference.entities import entity_records
 from workers.inference.triton import ModelInfo
-from workers.telemetry.cost import CostModel, analytics_record
 
 log = logging.getLogger(__name__)
 CACHE_SIZE = 2048  # decoded dialogue states kept per partition

@@ -35,11 +35,11 @@ from streams.tables import ChangelogTable
 from workers.batching import MicroBatcher
 from workers.context import ContextSelector, Selection
 from workers.conversation import ConversationController, DialogueCache, Rejected
+from workers.cost import CostModel
 from workers.errors import InvalidEvent
 from workers.governance import Governor
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
-from workers.telemetry.cost import CostModel
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import (
     ATTR_BACKEND,

@@ -13,9 +13,9 @@ from streams.records import ConversationEvent, ConversationResult, SourceRecord,
 from streams.settings import Settings
 from workers.context import Selection
 from workers.conversation import TurnResult, analytics, assemble, audit, turn_cost
+from workers.cost import CostModel
 from workers.governance import Released
 from workers.inference.classifier import Prediction
-from workers.telemetry.cost import CostModel
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import EventSpan, KafkaTracing
 

@@ -16,11 +16,11 @@ import orjson
 import pytest
 
 from streams.console import allow_all_policy, publish_policy
+from streams.exposition import parse_exposition
 from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
 from tests.conftest import WorkerFactory
 from tests.integration import kafka_io
-from workers.telemetry.metrics import parse_exposition
 
 pytestmark = pytest.mark.integration
 

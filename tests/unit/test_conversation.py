@@ -26,6 +26,7 @@ from workers.conversation import (
     audit,
     turn_cost,
 )
+from workers.cost import CostModel
 from workers.errors import InferenceRejected, InferenceUnavailable
 from workers.governance import Governor, ModelRef, Released, Stage
 from workers.guard.filter import ContentFilter
@@ -35,7 +36,6 @@ from workers.inference.entities import Entity
 from workers.inference.triton import ModelInfo
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
-from workers.telemetry.cost import CostModel
 
 EMAIL_TEXT = "mail jane.doe@example.com please"  # the address is characters 5..25
 MODEL = ModelRef("fake", "7", "openvino-int8")

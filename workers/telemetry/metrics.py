@@ -34,8 +34,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from workers.telemetry.cost import BUDGET_USD_PER_EVENT, device_of
-from workers.telemetry.exposition import Series, parse_exposition
+from workers.cost import BUDGET_USD_PER_EVENT, device_of
 
 PREFIX = "inferstream"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -52,7 +51,7 @@ COST_BUCKETS = (
     1e-7, 1e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, BUDGET_USD_PER_EVENT, 5e-3, 1e-2, 1e-1,
 )  # fmt: skip
 
-__all__ = ["CONTENT_TYPE", "Metrics", "Series", "parse_exposition"]
+__all__ = ["CONTENT_TYPE", "Metrics"]
 
 
 class Metrics:

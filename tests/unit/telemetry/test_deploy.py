@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from workers.telemetry.cost import BUDGET_USD_PER_EVENT
+from workers.cost import BUDGET_USD_PER_EVENT
 from workers.telemetry.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from workers.telemetry.metrics import Metrics, parse_exposition
+from streams.exposition import parse_exposition
+from workers.telemetry.metrics import Metrics
 
 
 def lab(**labels: str) -> frozenset[tuple[str, str]]:

@@ -14,9 +14,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
+from streams.exposition import Scrape, parse_exposition
 from streams.top import render, run_top
-from workers.telemetry.exposition import Scrape
-from workers.telemetry.metrics import Metrics, parse_exposition
+from workers.telemetry.metrics import Metrics
 
 IN_TOTAL = r"(?m)^in\s+│\s+[\d,.-]+\s+│\s+([\d,]+)"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from workers.telemetry.cost import (
+from workers.cost import (
     ANALYTICS_SCHEMA,
     BUDGET_USD_PER_EVENT,
     CostModel,

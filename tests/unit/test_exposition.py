@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from workers.telemetry.exposition import Scrape, mean, quantile, rate, rates_by, window
-from workers.telemetry.metrics import Metrics, parse_exposition
+from streams.exposition import Scrape, mean, parse_exposition, quantile, rate, rates_by, window
+from workers.telemetry.metrics import Metrics
 
 
 def test_quantile_interpolates_like_promql() -> None:
