@@ -30,19 +30,45 @@ def config() -> None:
 
 @cli.command("build-models")
 @click.option("--force", is_flag=True, help="Rebuild even if the cache has this build.")
-def build_models_cmd(force: bool) -> None:
+@click.option(
+    "--int8-tolerance", type=float, default=None, help="INT8 gate in points [default: 1.0]."
+)
+def build_models_cmd(force: bool, int8_tolerance: float | None) -> None:
     """Build the model artifacts into model_repo/ (cached by a hash of code and weights)."""
-    _build_models(Settings(), force)
+    _build_models(Settings(), force, int8_tolerance)
 
 
-def _build_models(settings: Settings, force: bool = False) -> None:
+def _build_models(
+    settings: Settings, force: bool = False, int8_tolerance: float | None = None
+) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from workers.modeling.build import BuildError, build_models
+    from workers.modeling.build import build_models
+    from workers.modeling.steps import BuildError
 
     try:  # a cache hit (same code, config and weights) takes well under a second
-        build_models(settings.model_repo, settings.cache_dir, force=force)
+        build_models(
+            settings.model_repo, settings.cache_dir, force=force, int8_tolerance=int8_tolerance
+        )
     except BuildError as exc:
         raise click.ClickException(f"model build failed: {exc}") from exc
+
+
+@cli.command("build-tensorrt")
+def build_tensorrt_cmd() -> None:
+    """Build the TensorRT FP16 engine (inferstream_gpu/1) on a GPU host; exit 2 where none."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from workers.modeling.steps import BuildError
+    from workers.modeling.tensorrt_build import NoGpuError, build_gpu_model
+
+    settings = Settings()
+    try:
+        plan = build_gpu_model(settings.model_repo, settings.cache_dir)
+    except NoGpuError as exc:
+        click.echo(f"build-tensorrt: refusing: {exc}", err=True)
+        sys.exit(2)
+    except BuildError as exc:
+        raise click.ClickException(f"model build failed: {exc}") from exc
+    click.echo(f"build-tensorrt: wrote {plan}")
 
 
 @cli.command()

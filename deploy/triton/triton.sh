@@ -112,7 +112,7 @@ cmd_start() {
   [ -x "$backends/python/triton_python_backend_stub" ] || die "python-backend stub missing (run deploy/setup.sh)"
   [ -d "$model_repo" ] || die "no model repository at $model_repo"
   local versions; versions=$(find "$model_repo" -mindepth 2 -maxdepth 2 -type d -name '[0-9]*' | head -1)
-  [ -n "$versions" ] || die "no built model version under $model_repo (run: python -m workers.modeling.build)"
+  [ -n "$versions" ] || die "no built model version under $model_repo (run: inferstream build-models)"
 
   local loads=() m
   while IFS= read -r m; do loads+=("--load-model=$m"); done < <(loadable_models)

@@ -1,158 +1,27 @@
 """Triton python_backend model: MiniLM + prototype head, OpenVINO IR on CPU.
 
-Thin by design: ``initialize`` reads the config and compiles ``<version>/model.xml``;
-``execute`` validates each request, pads the valid ones into one batch, runs it once and returns
-exactly one response per request (a bad request gets an error response, the others are served).
-The version folder is built by ``python -m workers.modeling.build``; this file is copied there.
-Only numpy and openvino are needed here (never torch).
+The version folder is built by ``inferstream build-models``; this file and
+``openvino_model.py`` (the request handling both OpenVINO models share) are copied there.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE if (_HERE / "openvino_model.py").is_file() else _HERE.parent))
 
-try:
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # imported outside Triton, e.g. to unit-test the helpers below
-    pb_utils = None
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float32]
-OUTPUTS = ("logits", "embedding")
-_REPORTED = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")
+from openvino_model import OpenVINOModel  # noqa: E402
 
 
-class RequestError(ValueError):
-    """This request is invalid; it gets an error response, the rest of the batch is served."""
-
-
-def parse_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
-    """``parameters`` of a Triton model config (JSON form) as ``{key: string_value}``."""
-    raw = model_config.get("parameters", {}) or {}
-    return {k: str(v.get("string_value", "")) for k, v in raw.items()}
-
-
-def validate(ids: IntArray, mask: IntArray, max_seq_len: int, vocab_size: int) -> None:
-    """Raise :class:`RequestError` unless ``ids``/``mask`` are a usable ``[b, L]`` pair."""
-    if ids.ndim != 2 or mask.shape != ids.shape:
-        raise RequestError(f"input_ids {ids.shape} and attention_mask {mask.shape} must match, 2-D")
-    batch, length = ids.shape
-    if batch < 1 or length < 1:
-        raise RequestError(f"empty input {ids.shape}")
-    if length > max_seq_len:
-        raise RequestError(f"sequence length {length} exceeds max_seq_len {max_seq_len}")
-    if vocab_size and (ids.min() < 0 or ids.max() >= vocab_size):
-        raise RequestError(f"input_ids outside [0, {vocab_size})")
-    if np.any((mask != 0) & (mask != 1)):
-        raise RequestError("attention_mask must be 0/1")
-
-
-def pad_and_stack(pairs: Sequence[tuple[IntArray, IntArray]]) -> tuple[IntArray, IntArray]:
-    """Right-pad every ``(ids, mask)`` to the longest length (pad id 0, mask 0) and stack."""
-    total = sum(ids.shape[0] for ids, _ in pairs)
-    length = max(ids.shape[1] for ids, _ in pairs)
-    out_ids = np.zeros((total, length), dtype=np.int64)
-    out_mask = np.zeros((total, length), dtype=np.int64)
-    row = 0
-    for ids, mask in pairs:
-        b, n = ids.shape
-        out_ids[row : row + b, :n] = ids
-        out_mask[row : row + b, :n] = mask
-        row += b
-    return out_ids, out_mask
-
-
-def split_rows(array: FloatArray, sizes: Sequence[int]) -> list[FloatArray]:
-    """Split ``array`` along axis 0 into contiguous chunks of ``sizes`` rows."""
-    return [np.ascontiguousarray(a) for a in np.split(array, np.cumsum(sizes)[:-1])]
-
-
-def _error_response(message: str) -> Any:
-    try:
-        error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
-    except (AttributeError, TypeError):
-        error = pb_utils.TritonError(message)
-    return pb_utils.InferenceResponse(output_tensors=[], error=error)
-
-
-class TritonPythonModel:
+class TritonPythonModel(OpenVINOModel):
     """Triton's entry point (python backend)."""
 
-    def initialize(self, args: dict[str, str]) -> None:
-        import openvino as ov
+    OUTPUTS = ("logits", "embedding")
+    WARMUP_IDS = (101, 102)  # [CLS] [SEP]
 
-        config = json.loads(args["model_config"])
-        params = parse_parameters(config)
-        self.labels = params["labels"].split(",")
-        self.max_seq_len = int(params.get("max_seq_len", "256"))
-        version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        build = json.loads((version_dir / "build.json").read_text(encoding="utf-8"))
-        if build.get("labels") != self.labels:
-            raise ValueError(f"config labels {self.labels} != built labels {build.get('labels')}")
-        self.vocab_size = int(build.get("vocab_size", 0))
-        props: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": params.get("inference_precision", "f32"),
-            "PERFORMANCE_HINT": params.get("performance_hint", "LATENCY"),
-        }
-        if int(params.get("num_streams", "0") or 0) > 0:
-            props["NUM_STREAMS"] = int(params["num_streams"])
-        if int(params.get("num_threads", "0") or 0) > 0:
-            props["INFERENCE_NUM_THREADS"] = int(params["num_threads"])
-        self.compiled = ov.Core().compile_model(str(version_dir / "model.xml"), "CPU", props)
-        self.request = self.compiled.create_infer_request()
-        if pb_utils is not None and hasattr(pb_utils, "Logger"):
-            effective = {k: str(self.compiled.get_property(k)) for k in _REPORTED}
-            name = args.get("model_name", "")
-            pb_utils.Logger.log_info(f"{name}: OpenVINO {ov.get_version()} {effective}")
-        self._infer(np.array([[101, 102]], dtype=np.int64), np.ones((1, 2), dtype=np.int64))
-
-    def _infer(self, ids: IntArray, mask: IntArray) -> dict[str, FloatArray]:
-        self.request.infer({"input_ids": ids, "attention_mask": mask})
-        return {
-            name: np.array(self.request.get_tensor(name).data, dtype=np.float32, copy=True)
-            for name in OUTPUTS
-        }
-
-    def execute(self, requests: list[Any]) -> list[Any]:
-        responses: list[Any] = [None] * len(requests)
-        valid: list[int] = []
-        pairs: list[tuple[IntArray, IntArray]] = []
-        for i, request in enumerate(requests):
-            try:
-                ids_t = pb_utils.get_input_tensor_by_name(request, "input_ids")
-                mask_t = pb_utils.get_input_tensor_by_name(request, "attention_mask")
-                if ids_t is None or mask_t is None:
-                    raise RequestError("input_ids and attention_mask are both required")
-                ids = ids_t.as_numpy().astype(np.int64, copy=False)
-                mask = mask_t.as_numpy().astype(np.int64, copy=False)
-                validate(ids, mask, self.max_seq_len, self.vocab_size)
-            except RequestError as exc:
-                responses[i] = _error_response(str(exc))
-                continue
-            valid.append(i)
-            pairs.append((ids, mask))
-        if valid:
-            try:
-                outputs = self._infer(*pad_and_stack(pairs))
-            except Exception as exc:  # every pending request gets the error
-                for i in valid:
-                    responses[i] = pb_utils.InferenceResponse(
-                        output_tensors=[], error=pb_utils.TritonError(f"inference failed: {exc}")
-                    )
-                return responses
-            sizes = [ids.shape[0] for ids, _ in pairs]
-            chunks = {name: split_rows(outputs[name], sizes) for name in OUTPUTS}
-            for n, i in enumerate(valid):
-                tensors = [pb_utils.Tensor(name, chunks[name][n]) for name in OUTPUTS]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-        return responses
-
-    def finalize(self) -> None:
-        self.request = None
-        self.compiled = None
+    def check_build(self, build: Mapping[str, Any], params: Mapping[str, str]) -> int:
+        return int(build.get("vocab_size", 0))

@@ -14,7 +14,7 @@ from rich.progress import Progress
 from streams.settings import Settings
 from workers.inference.tokenizer import ModelTokenizer
 from workers.modeling import mt_build
-from workers.modeling.build import BuildError
+from workers.modeling.steps import BuildError
 from workers.modeling.examples import BIO_TAGS
 from workers.modeling.mt_export import openvino_engine
 from workers.modeling.multitask import OUTPUT_NAMES as OUTPUTS

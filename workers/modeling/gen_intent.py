@@ -42,24 +42,21 @@ What each label means (a chat backend routes on it; templates keep to these line
 
 A template's group is ``f"{lang}:{label}:{index}"`` with ``index`` its position in the label's
 ``train + held`` templates, so a test can check that no group is on both sides.
+
+The templates and fillers are data: ``data/intent_templates_<lang>.json`` (``{label: [train,
+held]}``) and ``data/intent_fillers_<lang>.json`` (``fillers`` and ``number_formats``, ``{SLOT:
+[train, held]}``); ``data/README.md`` says how their two sides were kept apart.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
-from workers.modeling import (
-    intent_en_care,
-    intent_en_chat,
-    intent_en_fillers,
-    intent_en_shop,
-    intent_zh_care,
-    intent_zh_chat,
-    intent_zh_fillers,
-    intent_zh_shop,
-)
 from workers.modeling.examples import INTENTS, TextExample
 
 SOURCE = "generated-intent"
@@ -67,18 +64,21 @@ SPLITS = ("train", "held")
 LANGS = ("zh", "en")
 Split = tuple[tuple[str, ...], tuple[str, ...]]
 _SLOT = re.compile(r"\{([A-Z_]+)\}")
-_TEMPLATES: dict[str, dict[str, Split]] = {
-    "en": {**intent_en_shop.TEMPLATES, **intent_en_care.TEMPLATES, **intent_en_chat.TEMPLATES},
-    "zh": {**intent_zh_shop.TEMPLATES, **intent_zh_care.TEMPLATES, **intent_zh_chat.TEMPLATES},
-}
-_FILLERS: dict[str, dict[str, Split]] = {
-    "en": intent_en_fillers.FILLERS,
-    "zh": intent_zh_fillers.FILLERS,
-}
-_NUMBERS: dict[str, dict[str, Split]] = {
-    "en": intent_en_fillers.NUMBER_FORMATS,
-    "zh": intent_zh_fillers.NUMBER_FORMATS,
-}
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def _splits(table: Mapping[str, list[list[str]]]) -> dict[str, Split]:
+    return {key: (tuple(train), tuple(held)) for key, (train, held) in table.items()}
+
+
+def _load(name: str) -> Any:
+    return json.loads((DATA_DIR / name).read_text(encoding="utf-8"))
+
+
+_TEMPLATES = {lang: _splits(_load(f"intent_templates_{lang}.json")) for lang in LANGS}
+_POOLS = {lang: _load(f"intent_fillers_{lang}.json") for lang in LANGS}
+_FILLERS = {lang: _splits(_POOLS[lang]["fillers"]) for lang in LANGS}
+_NUMBERS = {lang: _splits(_POOLS[lang]["number_formats"]) for lang in LANGS}
 # Common English misspellings and chat shorthand; one may replace a whole word of a turn.
 _TYPOS: dict[str, tuple[str, ...]] = {
     "please": ("pls", "plz"), "you": ("u",), "your": ("ur",), "the": ("teh",),

