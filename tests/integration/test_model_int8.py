@@ -14,10 +14,10 @@ from rich.progress import Progress
 from streams.settings import Settings
 from workers.inference.tokenizer import ModelTokenizer
 from workers.modeling import mt_build
-from workers.modeling.steps import BuildError
 from workers.modeling.examples import BIO_TAGS
 from workers.modeling.mt_export import openvino_engine
 from workers.modeling.multitask import OUTPUT_NAMES as OUTPUTS
+from workers.modeling.steps import BuildError
 from workers.modeling.taskdata import load_task_data
 
 pytestmark = pytest.mark.integration
