@@ -47,6 +47,30 @@ def test_special_tokens_and_stray_inside_tags() -> None:
     assert [(e.type, e.start, e.end) for e in ents] == [("SYMPTOM", 0, 4), ("PHONE", 5, 9)]
 
 
+def test_entities_never_start_or_end_with_sentence_punctuation() -> None:
+    text = "Book Dr. Chen, or call (279) 968-5966. 联系电话：+86 138 0013 8000。"
+    spans = {  # what a model's token tags may cover: the "." before Chen, the "," after it, ...
+        "PERSON": (text.index(". Chen"), text.index(",") + 1),
+        "PHONE": (text.index("(279)"), text.index("5966") + 5),
+        "ID": (text.index("."), text.index(".") + 1),  # nothing but a full stop
+    }
+    zh_phone = (text.index("：+86"), len(text))
+    offsets = [spans["PERSON"], spans["PHONE"], spans["ID"], zh_phone]
+    labels = ["O", "B-PERSON", "B-PHONE", "B-ID"]
+    tags = ["B-PERSON", "B-PHONE", "B-ID", "B-PHONE"]
+    logits = np.full((4, 4), -5.0, dtype=np.float32)
+    for i, tag in enumerate(tags):
+        logits[i, labels.index(tag)] = 5.0
+    untrimmed = decode_bio(logits, offsets, labels)
+    assert text[untrimmed[0].start : untrimmed[0].end] == ". Chen,"
+    ents = decode_bio(logits, offsets, labels, text)
+    assert [(e.type, text[e.start : e.end]) for e in ents] == [
+        ("PERSON", "Chen"),
+        ("PHONE", "(279) 968-5966"),
+        ("PHONE", "+86 138 0013 8000"),
+    ]  # the lone "." is dropped; a phone keeps its "(" and "+"
+
+
 def test_grouped_view_uses_the_text_language_and_original_offsets() -> None:
     text = "患者主诉胸痛三天，服用阿司匹林100mg"
     ents = [Entity("DRUG", 11, 15, 0.9), Entity("SYMPTOM", 4, 6, 0.8), Entity("DOSE", 15, 20, 0.7)]

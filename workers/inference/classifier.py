@@ -126,7 +126,7 @@ class TurnClassifier:
                 batch_size=n,
                 truncated=enc.truncated[i],
                 safety_score=None if unsafe is None else float(unsafe[i]),
-                entities=self._entities(out, enc.offsets[i], info, i),
+                entities=self._entities(out, enc.offsets[i], info, i, texts[i]),
                 tokens=int(enc.attention_mask[i].sum()),
                 sentiment=None if positive is None else _sentiment(float(positive[i])),
             )
@@ -135,8 +135,8 @@ class TurnClassifier:
 
     @staticmethod
     def _entities(
-        out: InferenceOutput, offsets: list[tuple[int, int]], info: ModelInfo, row: int
+        out: InferenceOutput, offsets: list[tuple[int, int]], info: ModelInfo, row: int, text: str
     ) -> tuple[Entity, ...]:
         if out.token_logits is None or not info.entity_labels:
             return ()
-        return tuple(decode_bio(out.token_logits[row], offsets, info.entity_labels))
+        return tuple(decode_bio(out.token_logits[row], offsets, info.entity_labels, text))

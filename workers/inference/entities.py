@@ -27,14 +27,31 @@ class Entity:
         }
 
 
+# Sentence punctuation an entity never starts or ends with ("Dr. Chen" tagged from its "." is
+# "Chen"); brackets, "+", "#" and the like may (a phone's "(", "+86").
+EDGE_PUNCTUATION = frozenset(".,;:!?'\"`。，、；：！？…·“”‘’「」『』《》")
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """``(start, end)`` without white space or :data:`EDGE_PUNCTUATION` at either edge (an
+    empty span where nothing else is left)."""
+    while start < end and (text[start].isspace() or text[start] in EDGE_PUNCTUATION):
+        start += 1
+    while end > start and (text[end - 1].isspace() or text[end - 1] in EDGE_PUNCTUATION):
+        end -= 1
+    return start, end
+
+
 def decode_bio(
     token_logits: npt.NDArray[Any],
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
+    text: str | None = None,
 ) -> list[Entity]:
     """``token_logits`` [L, T] for one sequence; ``offsets`` per real token ((0, 0) for special
     tokens, which never start or continue an entity). An I- tag without a matching open entity
-    starts one (lenient decoding, as seqeval does)."""
+    starts one (lenient decoding, as seqeval does). With ``text`` (the one the offsets index),
+    each entity is :func:`trim`-med, and one with nothing left is dropped."""
     n = min(len(offsets), token_logits.shape[0])
     logits = token_logits[:n].astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -49,7 +66,10 @@ def decode_bio(
     def close() -> None:
         if current is not None:
             kind, start, end, scores = current
-            entities.append(Entity(kind, start, end, sum(scores) / len(scores)))
+            if text is not None:
+                start, end = trim(text, start, end)
+            if start < end:
+                entities.append(Entity(kind, start, end, sum(scores) / len(scores)))
 
     for i in range(n):
         start, end = offsets[i]
