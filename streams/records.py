@@ -11,11 +11,14 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from workers.errors import InvalidEvent
+
+if TYPE_CHECKING:  # the result dataclass is workers' (its import pulls in the model client)
+    from workers.conversation import TurnResult
 
 CONVERSATION_SCHEMA = "inferstream.conversation/v1"
 RESULT_SCHEMA = "inferstream.result/v1"
@@ -202,55 +205,33 @@ def decode_document(raw: bytes | None, *, max_event_bytes: int) -> DocumentEvent
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationResult:
-    """The answer to one turn: ``status`` ok (label, scores and the governed text), denied (by
-    the tenant's policy, ``reason`` says why) or blocked (by the content filter; text withheld)."""
-
-    event_id: str
-    conversation_id: str
-    tenant: str
-    status: str
-    label: str | None
-    scores: dict[str, float]
-    model_name: str
-    model_version: str
-    backend: str
-    latency_ms: dict[str, float]
-    produced_at: float
-    policy_version: str
-    provenance: dict[str, Any]
-    text: str | None = None
-    reason: str | None = None
-    filter: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None  # the earlier turns selected for this one
-    sentiment: dict[str, Any] | None = None  # {label, score} when the model has the head
-    entities: list[dict[str, Any]] | None = None  # offsets into the input event's text
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": RESULT_SCHEMA,
-                "event_id": self.event_id,
-                "conversation_id": self.conversation_id,
-                "tenant": self.tenant,
-                "status": self.status,
-                "reason": self.reason,
-                "label": self.label,
-                "scores": self.scores,
-                "sentiment": self.sentiment,
-                "entities": self.entities,
-                "text": self.text,
-                "filter": self.filter,
-                "policy_version": self.policy_version,
-                "model": {"name": self.model_name, "version": self.model_version},
-                "backend": self.backend,
-                "context": self.context,
-                "latency_ms": self.latency_ms,
-                "produced_at": self.produced_at,
-                "provenance": self.provenance,
-            }
-        )
+def result_json(r: TurnResult) -> bytes:
+    """The ``inferstream.result/v1`` record of a turn's result: ``status`` ok (label, scores and
+    the governed text), denied (by the tenant's policy, ``reason`` says why) or blocked (by the
+    content filter; text withheld)."""
+    return orjson.dumps(
+        {
+            "schema": RESULT_SCHEMA,
+            "event_id": r.event_id,
+            "conversation_id": r.conversation_id,
+            "tenant": r.tenant,
+            "status": r.status,
+            "reason": r.reason,
+            "label": r.label,
+            "scores": r.scores,
+            "sentiment": r.sentiment,
+            "entities": r.entities,
+            "text": r.text,
+            "filter": r.filter,
+            "policy_version": r.policy_version,
+            "model": {"name": r.model_name, "version": r.model_version},
+            "backend": r.backend,
+            "context": r.context,
+            "latency_ms": r.latency_ms,
+            "produced_at": r.produced_at,
+            "provenance": r.provenance,
+        }
+    )
 
 
 def moderation_event(

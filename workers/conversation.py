@@ -211,7 +211,7 @@ class ConversationController:
 # --- result assembly -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    """The answer to one turn, field for field the ``inferstream.result/v1`` record."""
+    """The answer to one turn (``streams.records.result_json`` writes its result/v1 record)."""
 
     event_id: str
     conversation_id: str

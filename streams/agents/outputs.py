@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from streams.engine import Sink
-from streams.records import ConversationEvent, ConversationResult, SourceRecord, moderation_event
+from streams.records import ConversationEvent, SourceRecord, moderation_event, result_json
 from streams.settings import Settings
 from workers.context import Selection
-from workers.conversation import TurnResult, analytics, assemble, audit, turn_cost
+from workers.conversation import analytics, assemble, audit, turn_cost
 from workers.cost import CostModel
 from workers.governance import Released
 from workers.inference.classifier import Prediction
@@ -67,7 +67,7 @@ class ConversationOutputs:
         with self.tracing.produce_span(self.settings.topic_out, span, key=key) as produced:
             headers |= produced.headers  # traceparent: downstream consumers continue the trace
             await part.send(
-                self.settings.topic_out, key, _wire(result).to_json(),
+                self.settings.topic_out, key, result_json(result),
                 headers | rel.envelope.to_headers(),
             )  # fmt: skip
         audited = audit(rel, result)
@@ -91,28 +91,3 @@ class ConversationOutputs:
         record = analytics(result, ev, rel, pred, cost=cost, source=source, worker=self.worker_id)
         await part.send(self.settings.topic_analytics, key, record, _JSON)
         self.metrics.event_out(self.settings.topic_analytics)
-
-
-def _wire(r: TurnResult) -> ConversationResult:
-    """The ``inferstream.result/v1`` record of a turn's result."""
-    return ConversationResult(
-        event_id=r.event_id,
-        conversation_id=r.conversation_id,
-        tenant=r.tenant,
-        status=r.status,
-        label=r.label,
-        scores=r.scores,
-        model_name=r.model_name,
-        model_version=r.model_version,
-        backend=r.backend,
-        latency_ms=r.latency_ms,
-        produced_at=r.produced_at,
-        policy_version=r.policy_version,
-        provenance=r.provenance,
-        text=r.text,
-        reason=r.reason,
-        filter=r.filter,
-        context=r.context,
-        sentiment=r.sentiment,
-        entities=r.entities,
-    )
