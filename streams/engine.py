@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_MAX_ATTEMPT = 32  # session restarts counted for the back-off (its ceiling is reached long before)
 
 
 class EngineReset(RuntimeError):
@@ -126,8 +125,7 @@ class Engine:
             if self.clock() - started > 60:
                 attempt = 0
             await self.sleep(self.backoff.delay(attempt))
-            # bounded: Backoff.delay's 2**attempt overflows a float past attempt 1023
-            attempt = min(attempt + 1, _MAX_ATTEMPT)
+            attempt += 1  # Backoff.delay is bounded for any attempt
 
     def _reset(self, why: str) -> None:
         self.on_reset()
