@@ -1,65 +1,114 @@
-"""The Kafka clients of the processing engine (``streams.engine``): how each is configured, how
-one is stopped without hanging the session, and the background retirement of the producers of
-partitions that ended. ``Engine`` takes a ``KafkaClients``; tests pass one that makes fakes."""
+"""The Kafka clients of the processing engine (``streams.engine``) and how each is configured.
+
+The session's consumer and its one producer are librdkafka's (confluent-kafka): its producer
+commits the offsets of all of a worker's input partitions in one transaction, fenced by the
+consumer group's generation (KIP-447, ``send_offsets_to_transaction(offsets, group_metadata)``),
+and produces from C without a Python future per record. The tables' restore consumer stays an
+aiokafka one (``streams.tables`` reads changelogs with it). ``Engine`` takes a ``KafkaClients``;
+tests pass one that makes fakes.
+
+librdkafka's calls that wait on the network (consume, send offsets, commit, abort, flush) run
+in a thread of their own (``call``) so the event loop never blocks on them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import socket
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Consumer, Producer
 
-from streams.security import kafka_client_kwargs
+from streams.security import kafka_client_kwargs, librdkafka_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
 ClientKwargs = Callable[[], Mapping[str, Any]]
+T = TypeVar("T")
+
+
+def transactional_id(settings: Settings) -> str:
+    """The worker's transactional id: one per worker, stable across its restarts, so that a
+    restarted worker fences its previous incarnation (and aborts its open transaction) at once."""
+    instance = settings.instance_id or f"{socket.gethostname()}-{settings.web_port}"
+    return f"{settings.app_id}-{instance}"
 
 
 class KafkaClients:
-    """Makes the session's consumer, the partitions' producers and the tables' restore consumers
-    (``client_kwargs``: security settings, read at each call); stops and retires them."""
+    """Makes the session's consumer and producer and the tables' restore consumers
+    (``client_kwargs``/``rdkafka_config``: security settings, read at each call)."""
 
-    def __init__(self, settings: Settings, client_kwargs: ClientKwargs | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_kwargs: ClientKwargs | None = None,
+        rdkafka_config: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.settings = settings
         self.client_kwargs = client_kwargs or (lambda: kafka_client_kwargs(settings))
-        self.retiring: set[asyncio.Task[None]] = set()  # producers of ended partitions
+        self.rdkafka_config = rdkafka_config or (lambda: librdkafka_config(settings))
+        # the consumer's long polls must not wait behind a commit: two threads
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="kafka")
 
-    def consumer(self, group_id: str) -> AIOKafkaConsumer:
-        """The session's consumer: read_committed, offsets committed by the engine only."""
+    def _common(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.settings.bootstrap_servers,
+            "client.id": "inferstream",
+            **self.rdkafka_config(),
+        }
+
+    def consumer(
+        self, group_id: str, topics: list[str], on_assign: Any, on_revoke: Any
+    ) -> Consumer:
+        """The session's consumer: read_committed (its committed-offset fetch waits for
+        pending transactional offsets), offsets committed by the engine only; eager
+        rebalancing, so that a revoke hands over every partition at once."""
         s = self.settings
-        return AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-            rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
-            max_poll_interval_ms=300_000,
-            **self.client_kwargs(),
+        consumer = Consumer(
+            {
+                **self._common(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "session.timeout.ms": int(s.session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(s.heartbeat_interval_s * 1000),
+                "max.poll.interval.ms": 300_000,
+                "partition.assignment.strategy": "range",
+                "fetch.wait.max.ms": 100,
+                "enable.partition.eof": False,
+                "error_cb": _log_error,
+            }
         )
+        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
+        return consumer
 
-    def producer(self, transactional_id: str | None) -> AIOKafkaProducer:
-        """A partition's transactional producer, or (``None``) the at-least-once shared one."""
-        extra: dict[str, Any] = {}
-        if transactional_id is not None:
-            extra["transactional_id"] = transactional_id
-            extra["transaction_timeout_ms"] = 60_000
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=max(1_048_576, self.settings.max_document_bytes + 65_536),
-            **extra,
-            **self.client_kwargs(),
-        )
+    def producer(self, transactional: bool) -> Producer:
+        """The session's producer: transactional (the worker's id), or idempotent only
+        (at-least-once)."""
+        s = self.settings
+        conf: dict[str, Any] = {
+            **self._common(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.max.bytes": max(1_048_576, s.max_document_bytes + 65_536),
+            "queue.buffering.max.messages": 1_000_000,
+            "error_cb": _log_error,
+        }
+        if transactional:
+            conf["transactional.id"] = transactional_id(s)
+            # a worker killed with an open transaction holds back read_committed readers of
+            # every partition it wrote until this runs out (Kafka Streams' value)
+            conf["transaction.timeout.ms"] = 10_000
+        return Producer(conf)
 
     def restorer(self) -> AIOKafkaConsumer:
         """A group-less consumer that reads a partition's changelogs back into its tables."""
@@ -74,41 +123,22 @@ class KafkaClients:
             **self.client_kwargs(),
         )
 
-    async def stop(self, stop: Awaitable[None], what: str) -> None:
-        """Await a client's ``stop()`` for at most 10 s; its errors are only logged."""
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking librdkafka call in the clients' threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def stop(self, stop: Callable[[], Any], what: str, timeout_s: float = 10.0) -> None:
+        """Run a client's blocking close for at most ``timeout_s``; its errors are only logged."""
         try:
-            await asyncio.wait_for(stop, 10.0)
-        except (TimeoutError, KafkaError) as exc:
+            await asyncio.wait_for(self.call(stop), timeout_s)
+        except Exception as exc:
             log.warning("stopping the %s: %r", what, exc)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the worker stops
-            # aiokafka's stop can leak the cancellation of a task of its own (a coordinator
-            # mid-request): the client is stopped all the same
-            log.warning("stopping the %s: a cancellation inside aiokafka", what)
 
-    def retire(self, producer: AIOKafkaProducer, *, abort: bool = False) -> None:
-        """Stop an ended partition's producer in the background. While the broker is away
-        that takes until it is back (aiokafka flushes first), or until the next owner's
-        producer fences this one; the session goes on without waiting. ``abort``: end its
-        open transaction first, so that readers need not wait for a fencing or the
-        transaction timeout (a producer already fenced is refused, which is as good)."""
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-        async def stop() -> None:
-            if abort:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(producer.abort_transaction(), 5.0)
-            try:
-                await asyncio.wait_for(producer.stop(), 120.0)
-            except Exception as exc:  # a retired producer only logs
-                log.warning("retired producer did not stop cleanly: %r", exc)
 
-        task = asyncio.get_running_loop().create_task(stop())
-        self.retiring.add(task)
-        task.add_done_callback(self.retiring.discard)
-
-    async def drain_retiring(self, timeout_s: float) -> None:
-        """Wait (bounded) for retired producers to stop, e.g. before the worker exits."""
-        if self.retiring:
-            await asyncio.wait(list(self.retiring), timeout=timeout_s)
+def _log_error(err: Any) -> None:
+    """librdkafka's client-level errors: most are transient (it reconnects by itself)."""
+    log.warning("kafka client: %s", err)

@@ -1,47 +1,59 @@
-"""Consume -> process -> produce with Kafka transactions: exactly-once per input partition.
+"""Consume -> process -> produce with Kafka transactions: exactly-once, one transaction per worker.
 
 Faust's agents run at-least-once here. Its ``exactly_once`` guarantee picks each send's
 transaction by the *destination* partition (``{app}-{group}-{partition}``), which only works for
 outputs co-subscribed in one topic group, and faust-streaming has open duplicate-on-rebalance bugs
 (#323, #517). So the worker's Faust app hosts the web server, timers and this service, and the
-processing loop is Kafka Streams' model on aiokafka:
+processing loop is Kafka Streams' ``exactly_once_v2`` model (KIP-447) on librdkafka
+(confluent-kafka):
 
-* one consumer in group ``app_id`` (read_committed, no auto-commit) over the handlers' topics;
-* per assigned input partition a ``Partition``: a transactional producer whose id is
-  ``{app_id}-{topic}-{partition}`` (a new owner's producer fences the old one and aborts its open
-  transaction), the partition's table partitions, a FIFO of work and a finisher task;
+* one consumer in group ``app_id`` (read_committed, no auto-commit, eager rebalancing) over the
+  handlers' topics, and one transactional producer whose id is ``{app_id}-{instance_id}``
+  (``streams.clients.transactional_id``): a restarted worker fences its previous run;
+* per assigned input partition a ``Partition``: its table partitions, a FIFO of work and a
+  finisher task;
 * a fetched record is *prepared* at once (decode, policy, dedupe, submit to the micro-batcher:
   batches form across all partitions), then *finished* strictly in offset order per partition:
-  its outputs, its table changes (changelog records) and its input offset go into the partition's
-  transaction, which commits every ``commit_interval_ms`` or when the partition goes idle;
+  its outputs and its table changes (changelog records) go into the worker's open transaction;
+* the ``Committer`` ends that transaction with every partition's finished input offset, sent
+  with the consumer group's metadata (the broker refuses offsets from a fenced generation):
+  every ``commit_interval_ms`` while busy, and as soon as the worker runs out of work (no
+  sooner than ``commit_idle_gap_ms`` after the last commit), so a result at a low rate waits
+  for no timer;
 * backpressure: at ``max_pending`` unfinished records the consumer pauses fetching;
-* a partition revoked by a rebalance commits its finished work and closes; any Kafka error tears
-  the whole session down and rebuilds it from committed state (new consumer, restored tables).
+* a rebalance's revoke stops the finishers at a record boundary and commits what they finished
+  before the partitions go; any Kafka error tears the whole session down and rebuilds it from
+  committed state (new consumer and producer, restored tables).
 
-``processing_guarantee="at_least_once"`` keeps the same flow with one idempotent producer and
+``processing_guarantee="at_least_once"`` keeps the same flow with an idempotent producer and
 plain offset commits after the outputs are acknowledged.
 
-This module holds the session (``Engine``: consumer, assignment, restore, reset); the partition
-and its transaction are in ``streams.partition``, the finisher and its commit timing in
-``streams.finishing``, fetching in ``streams.fetching``, the Kafka clients in ``streams.clients``.
+This module holds the session (``Engine``: consumer, assignment, restore, reset); the
+partition in ``streams.partition``, the transaction in ``streams.transaction``, the finishers
+and the committer in ``streams.finishing``, fetching in ``streams.fetching``, the Kafka clients
+in ``streams.clients``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer
 
 from streams.clients import ClientKwargs, KafkaClients
-from streams.fetching import Fetcher, fetch_fair
-from streams.finishing import CommitTiming, Finisher
+from streams.fetching import Fetcher
+from streams.finishing import Committer, CommitTiming, Finisher
 from streams.partition import Clock, Handler, Partition, PartitionClosed, Sink
 from streams.settings import Settings
 from streams.tables import TablePartition
+from streams.transaction import Transaction, TransactionError
 from workers.retry import Backoff
 
 __all__ = [
@@ -51,7 +63,7 @@ __all__ = [
     "Partition",
     "PartitionClosed",
     "Sink",
-    "fetch_fair",
+    "TransactionError",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,8 +108,10 @@ class Engine:
         self.ready = asyncio.Event()  # set while partitions are assigned and restored
         self.fetcher = Fetcher(settings.max_pending, lambda: self.parts, self.handlers, self.ready)
         self._failed: asyncio.Future[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._shared: AIOKafkaProducer | None = None
+        self._consumer: Consumer | None = None
+        self._txn: Transaction | None = None
+        self._committer: Committer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pending(self) -> int:
@@ -105,27 +119,35 @@ class Engine:
         at ``max_pending``); an ended partition's records stop counting with it."""
         return self.fetcher.pending
 
+    @property
+    def commits(self) -> int:
+        """Transactions (or offset commits) of the current session."""
+        return 0 if self._txn is None else self._txn.commits
+
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Process until cancelled; a Kafka error resets the session after a back-off (the
         attempts count again from the first after a session that lasted over a minute)."""
         attempt = 0
-        while True:
-            started = self.clock()
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                if _stopping():
-                    raise  # the worker stops
-                self._reset("a stray cancellation in the session's cleanup")
-            except Exception as exc:  # Kafka errors, EngineReset, anything: rebuild the session
-                if _stopping():  # its cancellation was swallowed (3.11's wait_for can)
-                    raise asyncio.CancelledError from exc
-                self._reset(f"{type(exc).__name__}: {exc}")
-            if self.clock() - started > 60:
-                attempt = 0
-            await self.sleep(self.backoff.delay(attempt))
-            attempt += 1  # Backoff.delay is bounded for any attempt
+        try:
+            while True:
+                started = self.clock()
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    if _stopping():
+                        raise  # the worker stops
+                    self._reset("a stray cancellation in the session's cleanup")
+                except Exception as exc:  # Kafka errors, EngineReset, anything: rebuild
+                    if _stopping():  # its cancellation was swallowed (3.11's wait_for can)
+                        raise asyncio.CancelledError from exc
+                    self._reset(f"{type(exc).__name__}: {exc}")
+                if self.clock() - started > 60:
+                    attempt = 0
+                await self.sleep(self.backoff.delay(attempt))
+                attempt += 1  # Backoff.delay is bounded for any attempt
+        finally:
+            self.clients.shutdown()
 
     def _reset(self, why: str) -> None:
         self.on_reset()
@@ -137,39 +159,80 @@ class Engine:
             self._failed.set_exception(exc)
 
     async def _session(self) -> None:
-        self._failed = asyncio.get_running_loop().create_future()
-        consumer = self.clients.consumer(self.group_id)
-        self._consumer = consumer
+        self._loop = asyncio.get_running_loop()
+        self._failed = self._loop.create_future()
+        txn = self._txn = Transaction(
+            self.clients.producer(self.transactional),
+            self.clients,
+            transactional=self.transactional,
+            commit_timeout_s=self.settings.commit_timeout_s,
+            clock=self.clock,
+        )
+        consumer: Consumer | None = None
+        committing: asyncio.Task[None] | None = None
         stopping = False
         try:
-            if not self.transactional:
-                self._shared = self.clients.producer(None)
-                await self._shared.start()
-            consumer.subscribe(list(self.handlers), listener=_Listener(self))
-            await consumer.start()
-            await self.fetcher.run(consumer, self._failed)
+            await txn.start()  # fences this worker's previous run before anything is read
+            consumer = self._consumer = self.clients.consumer(
+                self.group_id, list(self.handlers), self._on_assign, self._on_revoke
+            )
+            committer = self._committer = Committer(
+                txn, lambda: self.parts, consumer, self.timing, clock=self.clock
+            )
+            committing = self._loop.create_task(self._run_committer(committer))
+            await self.fetcher.run(consumer, self.clients.call, self._failed)
         except asyncio.CancelledError:  # the worker stops: commit what is finished, then leave
             stopping = True
             raise
         finally:
             self.ready.clear()
+            if committing is not None:
+                committing.cancel()
+                await asyncio.wait([committing])
             if stopping:
                 try:
                     await asyncio.wait_for(self._close_all(), 15.0)
                 except (TimeoutError, KafkaError) as exc:
-                    log.warning("closing partitions: %s (their open transactions abort)", exc)
+                    log.warning("closing partitions: %s (the open transaction aborts)", exc)
             # a session that failed commits nothing more: each partition ends at once (no
-            # await, nothing left half-closed) and its producer stops in the background
+            # await, nothing left half-closed), the open transaction aborts in the background
             self._abandon_all()
-            await self.clients.stop(consumer.stop(), "consumer")
-            if self._shared is not None:
-                self.clients.retire(self._shared)
-                self._shared = None
+            txn.close()
+            if consumer is not None:  # its revoke (of partitions already ended) runs here
+                await self.clients.stop(consumer.close, "consumer")
             self._consumer = None
-            if stopping:
-                await self.drain_retiring(10.0)
+            self._committer = None
 
-    # --- partitions --------------------------------------------------------------------------
+    async def _run_committer(self, committer: Committer) -> None:
+        try:
+            await committer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("commit failed: %s", exc)
+            self._fail(EngineReset(f"commit failed: {type(exc).__name__}: {exc}"))
+
+    # --- rebalances (librdkafka calls these in its consume, in a client thread) ----------------
+    def _on_assign(self, consumer: Consumer, partitions: list[Any]) -> None:
+        assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._in_loop(self.assign(assigned), "assignment")
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
+        revoked = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._in_loop(self.revoke(revoked), "revoke")
+
+    def _in_loop(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a rebalance step on the event loop and wait for it (the consumer's thread may
+        block: librdkafka waits for its callback). A failure ends the session."""
+        assert self._loop is not None
+        try:
+            asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120.0)
+        except (Exception, concurrent.futures.CancelledError) as exc:
+            log.error("%s failed: %r", what, exc)
+            loop = self._loop
+            err = EngineReset(f"{what} failed: {exc!r}")
+            loop.call_soon_threadsafe(self._fail, err)
+
     async def assign(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned - set(self.parts)):
             await self._open(tp)
@@ -177,56 +240,29 @@ class Engine:
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)))
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
+        """Stop the revoked partitions' finishers at a record boundary and commit what every
+        partition finished (one transaction), then end the revoked ones."""
         self.ready.clear()
-        for tp in sorted(revoked):
-            part = self.parts.pop(tp, None)
-            if part is not None:
-                await self._close(part)
+        parts = [self.parts.pop(tp) for tp in sorted(revoked) if tp in self.parts]
+        if parts:
+            await self._close(parts)
 
     async def _open(self, tp: TopicPartition) -> None:
         handler = self.handlers[tp.topic]
         tables: dict[str, TablePartition] = {}
-        producer: AIOKafkaProducer | None = None
+        assert self._txn is not None
         try:
-            if self.transactional:
-                producer = self.clients.producer(f"{self.group_id}-{tp.topic}-{tp.partition}")
-                # InitProducerId fences the previous owner and aborts its open transaction (or
-                # waits until one it was committing has ended); bounded: a partition that cannot
-                # be fenced resets the session (and is tried again)
-                await asyncio.wait_for(producer.start(), 60.0)
-                await self._seek_committed(tp)
-            else:
-                assert self._shared is not None
-                producer = self._shared
             if handler.tables:
                 await self._restore(tp, handler, tables)
         except BaseException:
             for table in tables.values():
                 table.close()
-            if producer is not None and producer is not self._shared:
-                self.clients.retire(producer)
             raise
         part = Partition(
-            tp,
-            producer,
-            transactional=self.transactional,
-            tables=tables,
-            max_output_bytes=self.settings.max_output_bytes,
-            commit_timeout_s=self.settings.commit_timeout_s,
-            clock=self.clock,
+            tp, self._txn, tables=tables, max_output_bytes=self.settings.max_output_bytes
         )
         part.task = asyncio.get_running_loop().create_task(self._finisher(part, handler))
         self.parts[tp] = part
-
-    async def _seek_committed(self, tp: TopicPartition) -> None:
-        """Start at the committed offset as read *after* fencing: the previous owner's last
-        transaction has ended by then, so its offset commit shows. The consumer's own fetch at
-        assignment may predate that and be stale, and aiokafka's OffsetFetch cannot ask the
-        broker to wait for pending transactional offsets (KIP-447's require_stable)."""
-        consumer = self._require_consumer()
-        committed = await asyncio.wait_for(consumer.committed(tp), 30.0)
-        if committed is not None:
-            consumer.seek(tp, committed)
 
     async def _restore(
         self, tp: TopicPartition, handler: Handler, tables: dict[str, TablePartition]
@@ -237,39 +273,43 @@ class Engine:
             for table in handler.tables:
                 tables[table.name] = await table.open(tp.partition, restorer)
         finally:
-            await self.clients.stop(restorer.stop(), "restore consumer")
+            try:
+                await asyncio.wait_for(restorer.stop(), 10.0)
+            except (TimeoutError, KafkaError) as exc:
+                log.warning("stopping the restore consumer: %r", exc)
 
-    async def _close(self, part: Partition) -> None:
-        """Stop the finisher at a record boundary and commit what it finished (a revoke, the
-        worker stopping)."""
+    async def _close(self, parts: list[Partition]) -> None:
+        """Stop ``parts``' finishers at a record boundary, commit what every partition
+        finished, and end ``parts`` (a revoke, the worker stopping)."""
         committed = False
         try:
-            if part.task is not None:
-                part.task.cancel()
-                await asyncio.wait([part.task])  # its end, not its error; our own cancel propagates
-            if part.finishing is not None:  # a record half-way through its sends: let it end
-                finishing, part.finishing = part.finishing, None
-                try:
-                    await finishing
-                except Exception:  # its sends failed: the commit below fails too and drops them
-                    log.warning(
-                        "record at %s[%d] failed while closing", part.tp.topic, part.partition
-                    )
-                else:
-                    part.finished_offset = part.finishing_offset
-            await part.commit(self.group_id, self._require_consumer())
+            for part in parts:
+                await self._stop_finisher(part)
+            if self._txn is not None and self._consumer is not None:
+                await self._txn.commit([*self.parts.values(), *parts], self._consumer)
             committed = True
         except KafkaError as exc:
-            log.warning("commit of %s[%d] at close failed: %s", part.tp.topic, part.partition, exc)
-        finally:  # whatever happened above (a cancellation included), the partition ends here
-            self._end(part, clean=committed)
+            log.warning("commit at close failed: %s", exc)
+            self._fail(EngineReset(f"commit at close failed: {exc}"))
+        finally:  # whatever happened above (a cancellation included), the partitions end here
+            for part in parts:
+                self._end(part, clean=committed)
+
+    async def _stop_finisher(self, part: Partition) -> None:
+        if part.task is not None:
+            part.task.cancel()
+            await asyncio.wait([part.task])  # its end, not its error; our own cancel propagates
+        if part.finishing is not None:  # a record that ended inside the gate as it stopped
+            finishing, part.finishing = part.finishing, None
+            if finishing.done() and not finishing.cancelled() and finishing.exception() is None:
+                part.finished_offset = part.finishing_offset
+            else:  # its sends failed: the commit drops them (the session resets)
+                log.warning("record at %s[%d] failed while closing", part.tp.topic, part.partition)
+                raise EngineReset("a record failed while its partition closed")
 
     def _end(self, part: Partition, *, clean: bool = False) -> None:
-        in_txn = part.in_txn
         part.abandon(clean=clean)
         self.fetcher.room.set()
-        if part.transactional:
-            self.clients.retire(part.producer, abort=in_txn)
 
     def _abandon_all(self) -> None:
         parts, self.parts = list(self.parts.values()), {}
@@ -277,44 +317,41 @@ class Engine:
             self._end(part)
 
     async def _close_all(self) -> None:
-        for part in list(self.parts.values()):
-            self.parts.pop(part.tp, None)
-            await self._close(part)
+        parts, self.parts = list(self.parts.values()), {}
+        await self._close(parts)
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the last stable offset, per assigned partition."""
+        """Records behind the end of each assigned partition (from the consumer's cached
+        watermarks)."""
         consumer = self._consumer
         out: dict[tuple[str, int], int] = {}
         if consumer is None:
             return out
-        for tp in list(consumer.assignment()):
-            end = consumer.last_stable_offset(tp)
-            if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - await consumer.position(tp))
+        try:
+            positions = consumer.position(consumer.assignment())
+            for tp in positions:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        except Exception as exc:  # a consumer closing under us: no figure this time
+            log.debug("lag: %r", exc)
         return out
 
     def connected(self) -> bool:
-        return self._consumer is not None and bool(
-            self._consumer.assignment() or self.ready.is_set()
-        )
-
-    def _require_consumer(self) -> AIOKafkaConsumer:
-        assert self._consumer is not None
-        return self._consumer
-
-    async def drain_retiring(self, timeout_s: float) -> None:
-        """Wait (bounded) for retired producers to stop, e.g. before the worker exits."""
-        await self.clients.drain_retiring(timeout_s)
+        return self._consumer is not None and bool(self.parts or self.ready.is_set())
 
     # --- finishing ---------------------------------------------------------------------------
+    def _finished(self) -> None:
+        self.fetcher.room.set()
+        if self._committer is not None:
+            self._committer.wake.set()
+
     async def _finisher(self, part: Partition, handler: Handler) -> None:
         finisher = Finisher(
             part,
             handler,
-            self._require_consumer(),
-            group_id=self.group_id,
             timing=self.timing,
-            on_finished=self.fetcher.room.set,
+            on_finished=self._finished,
             clock=self.clock,
             wall_clock=self.wall_clock,
         )
@@ -331,18 +368,3 @@ def _stopping() -> bool:
     """Whether this task was asked to stop (cancelled), whatever a cleanup step made of it."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.engine.revoke(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        try:
-            await self.engine.assign(set(assigned))
-        except Exception as exc:  # surfaces in the fetch loop: the session resets
-            log.exception("assignment failed")
-            self.engine._fail(EngineReset(f"assignment failed: {exc}"))

@@ -1,31 +1,36 @@
-"""A partition's finisher (see ``streams.engine``): it finishes the partition's prepared records
-strictly in offset order, each inside the partition's transaction, and decides when that
-transaction commits. Its clocks are injected, so tests can freeze time."""
+"""Finishing and committing (see ``streams.engine``): a partition's ``Finisher`` finishes its
+prepared records strictly in offset order, each inside the session's transaction; the session's
+``Committer`` decides when that one transaction commits, for every partition at once. Their
+clocks are injected, so tests can freeze time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer
 
 from streams.partition import Clock, Handler, Partition
 from streams.records import SourceRecord
 from streams.settings import Settings
+from streams.transaction import Transaction
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CommitTiming:
-    """When a partition commits: every ``interval_s`` while it is busy; when its queue runs
-    empty, but no sooner than ``idle_gap_s`` after its last commit (work that comes meanwhile
-    joins the transaction); with nothing to commit, a sweep every ``sweep_interval_s``."""
+    """When the session commits: every ``interval_s`` while it is busy; when every partition
+    has run out of work, but no sooner than ``idle_gap_s`` after the last commit (work that
+    comes meanwhile joins the transaction). Each partition with nothing to commit sweeps its
+    tables every ``sweep_interval_s``."""
 
     interval_s: float
     idle_gap_s: float
@@ -38,18 +43,61 @@ class CommitTiming:
         return cls(interval, idle_gap, sweep_interval_s)
 
 
+class Committer:
+    """Commits the session's transaction when ``timing`` says so, until cancelled; a failed
+    commit raises (the session resets). ``wake`` is set by each finished record."""
+
+    def __init__(
+        self,
+        txn: Transaction,
+        parts: Callable[[], Mapping[TopicPartition, Partition]],
+        consumer: Consumer,
+        timing: CommitTiming,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.txn = txn
+        self.parts = parts
+        self.consumer = consumer
+        self.timing = timing
+        self.clock = clock
+        self.wake = asyncio.Event()
+
+    def due_in(self) -> float | None:
+        """Seconds until the next commit is due; None when there is nothing to commit."""
+        parts = self.parts().values()
+        if not (self.txn.pending or any(p.offset_moved for p in parts)):
+            return None
+        idle = all(p.outstanding == 0 for p in parts)
+        gap = self.timing.idle_gap_s if idle else self.timing.interval_s
+        return self.txn.last_commit + gap - self.clock()
+
+    async def run(self) -> None:
+        while True:
+            wait = self.due_in()
+            if wait is not None and wait <= 0:
+                await self.commit()
+                continue
+            self.wake.clear()
+            timeout = self.timing.interval_s if wait is None else wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def commit(self) -> None:
+        # shielded: a cancellation (the worker stopping) does not cut a commit short
+        await asyncio.shield(self.txn.commit(self.parts().values(), self.consumer))
+
+
 class Finisher:
-    """Finishes one partition's records until cancelled; a Kafka error (a refused send, a
-    commit that failed or timed out) raises, and the session resets. ``on_finished`` is told
-    of each finished record (it makes room for fetching)."""
+    """Finishes one partition's records until cancelled; a Kafka error (a refused send)
+    raises, and the session resets. ``on_finished`` is told of each finished record (it makes
+    room for fetching and wakes the committer)."""
 
     def __init__(
         self,
         part: Partition,
         handler: Handler,
-        consumer: AIOKafkaConsumer,
         *,
-        group_id: str,
         timing: CommitTiming,
         on_finished: Callable[[], None] = lambda: None,
         clock: Clock = time.monotonic,
@@ -57,42 +105,36 @@ class Finisher:
     ) -> None:
         self.part = part
         self.handler = handler
-        self.consumer = consumer
-        self.group_id = group_id
         self.timing = timing
         self.on_finished = on_finished
-        self.clock = clock  # commit intervals, idle gaps, sweep intervals
+        self.clock = clock  # sweep intervals
         self.wall_clock = wall_clock  # the ``now`` a sweep compares table rows with
         self.last_sweep = clock()
 
     async def run(self) -> None:
         self.last_sweep = self.clock()
-        while True:
-            item = await self._next()
-            if item is not None:
-                await self._finish(*item)
-
-    async def _next(self) -> tuple[SourceRecord, Awaitable[Any]] | None:
-        """The next record, or None after an idle step (a commit, a sweep, a wait that ran out)."""
         part = self.part
-        if not part.queue.empty():
-            return part.queue.get_nowait()
-        # idle: commit now, unless the last commit was under idle_gap ago; then wait for more
-        # work until the gap is over (it joins this transaction)
-        wait = self.timing.interval_s * 5
-        if part.uncommitted:
-            wait = part.last_commit + self.timing.idle_gap_s - self.clock()
-            if wait <= 0:
-                await self._commit()
-                return None
-        elif self.clock() - self.last_sweep >= self.timing.sweep_interval_s:
-            self.last_sweep = self.clock()
-            await self.handler.sweep(part, self.wall_clock())
-            return None
-        try:
-            return await asyncio.wait_for(part.queue.get(), wait)
-        except TimeoutError:
-            return None
+        while True:
+            try:
+                rec, prepared = await asyncio.wait_for(
+                    part.queue.get(), self.timing.sweep_interval_s
+                )
+            except TimeoutError:
+                await self._sweep()
+                continue
+            await self._finish(rec, prepared)
+            if (
+                part.queue.empty()
+                and self.clock() - self.last_sweep >= self.timing.sweep_interval_s
+            ):
+                await self._sweep()
+
+    async def _sweep(self) -> None:
+        self.last_sweep = self.clock()
+        async with self.part.txn.gate.entry():
+            if not self.part.closed:
+                await self.handler.sweep(self.part, self.wall_clock())
+        self.on_finished()
 
     async def _finish(self, rec: SourceRecord, prepared: Awaitable[Any]) -> None:
         part = self.part
@@ -102,22 +144,20 @@ class Finisher:
             raise
         except Exception as exc:  # the handler's prepare failed unexpectedly
             outcome = exc
-        part.finishing_offset = rec.offset + 1
-        part.finishing = asyncio.get_running_loop().create_task(
-            finish_one(self.handler, rec, outcome, part)
-        )
-        await asyncio.shield(part.finishing)
-        part.finishing = None
-        part.finished_offset = rec.offset + 1
+        async with part.txn.gate.entry():  # not while a commit is under way
+            part.finishing_offset = rec.offset + 1
+            finishing = part.finishing = asyncio.get_running_loop().create_task(
+                finish_one(self.handler, rec, outcome, part)
+            )
+            try:
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:  # a revoke: the record ends inside the gate, and
+                await asyncio.wait([finishing])  # the partition's close takes its offset
+                raise
+            part.finishing = None
+            part.finished_offset = rec.offset + 1
         part.outstanding -= 1
         self.on_finished()
-        if self.clock() - part.last_commit >= self.timing.interval_s:
-            await self._commit()
-
-    async def _commit(self) -> None:
-        # shielded: a cancellation (a revoke) does not cut a commit short; the next commit
-        # waits for it (the partition's commit lock)
-        await asyncio.shield(self.part.commit(self.group_id, self.consumer))
 
 
 async def finish_one(handler: Handler, rec: SourceRecord, outcome: Any, part: Partition) -> None:

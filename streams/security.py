@@ -1,13 +1,16 @@
 """How every Kafka client of inferstream connects: the security settings turned into client options.
 
 ``kafka_client_kwargs(settings)`` gives the keyword arguments of an aiokafka producer, consumer or
-admin client; ``faust_credentials(settings)`` gives the same as Faust's ``broker_credentials``.
-Both check the settings first and raise ``KafkaSecurityError`` naming the ``INFERSTREAM_*``
+admin client; ``faust_credentials(settings)`` gives the same as Faust's ``broker_credentials``;
+``librdkafka_config(settings)`` gives the same as confluent-kafka (librdkafka) configuration
+properties, for the processing engine's consumer and transactional producer. All check the
+settings first and raise ``KafkaSecurityError`` naming the ``INFERSTREAM_*``
 variable to fix, instead of letting a client fail later with a connection error. Secrets are read
 when the options are made (a mounted password file may be rotated between restarts).
 
     AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, **kafka_client_kwargs(s))
     faust.App(..., broker_credentials=faust_credentials(s))
+    confluent_kafka.Producer({"bootstrap.servers": s.bootstrap_servers, **librdkafka_config(s)})
 """
 
 from __future__ import annotations
@@ -63,6 +66,43 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if protocol == "SSL":
         return faust.SSLCredentials(ssl_context(settings))
     return None
+
+
+def librdkafka_config(settings: Settings) -> dict[str, str]:
+    """librdkafka (confluent-kafka) configuration properties for ``settings``:
+    ``security.protocol`` always (alone for PLAINTEXT); ``sasl.mechanism``/``sasl.username``/
+    ``sasl.password`` for SASL_*; for SSL and SASL_SSL the ``ssl.*.location`` of the files given
+    and ``ssl.endpoint.identification.algorithm`` as ``ssl_context`` checks host names.
+
+    The TLS files are loaded once here (through ``ssl_context``) so that a missing, unreadable or
+    encrypted file is a ``KafkaSecurityError`` naming the variable, as for the aiokafka clients.
+    Without kafka_ssl_cafile, ``ssl.ca.location`` is left unset: librdkafka then uses the system
+    CAs (probing the usual paths when its OpenSSL is statically linked, as in the wheels). There
+    is no ``ssl.key.password``: encrypted client keys are refused (see ``ssl_context``).
+    """
+    check(settings)
+    protocol = settings.kafka_security_protocol
+    config: dict[str, str] = {"security.protocol": protocol}
+    if protocol in SASL_PROTOCOLS:
+        config |= {
+            "sasl.mechanism": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_sasl_username or "",  # check() refused a missing one
+            "sasl.password": sasl_password(settings),
+        }
+    if protocol in TLS_PROTOCOLS:
+        context = ssl_context(settings)
+        for name, key in (
+            ("kafka_ssl_cafile", "ssl.ca.location"),
+            ("kafka_ssl_certfile", "ssl.certificate.location"),
+            ("kafka_ssl_keyfile", "ssl.key.location"),
+        ):
+            path = getattr(settings, name)
+            if path is not None:
+                config[key] = str(path)
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if context.check_hostname else "none"
+        )
+    return config
 
 
 def check(settings: Settings) -> None:

@@ -129,7 +129,13 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once",
         description="exactly_once: outputs, table changes and input offsets commit in one Kafka "
-        "transaction per input partition.",
+        "transaction per worker and commit (KIP-447, fenced by the group's generation).",
+    )
+    instance_id: str | None = Field(
+        None,
+        description="This worker's stable name in its group: its Kafka transactional id is "
+        "app_id-instance_id, so a restarted worker fences its previous run at once. Unique per "
+        "running worker; unset = hostname-web_port.",
     )
     commit_interval_ms: float = Field(
         100.0, gt=0, description="How often finished work is committed while busy (ms)."
@@ -137,10 +143,10 @@ class Settings(BaseSettings):
     commit_idle_gap_ms: float = Field(
         20.0,
         ge=0,
-        description="A partition that runs out of work commits at once, but no sooner than this "
+        description="A worker that runs out of work commits at once, but no sooner than this "
         "after its previous commit (ms): at low rates each commit is one Kafka transaction "
-        "(several broker writes), so this bounds the transactions per partition to 1000/gap "
-        "per second; 0 = commit on every idle moment.",
+        "(several broker writes), so this bounds the transactions to 1000/gap per second; "
+        "0 = commit on every idle moment.",
     )
     commit_timeout_s: float = Field(
         30.0,
@@ -148,9 +154,8 @@ class Settings(BaseSettings):
         le=50,
         description="A commit (its records acknowledged, the input offset sent, the transaction "
         "committed) not done in this many seconds resets the processing session: the "
-        "transaction aborts and its records are processed again from the last commit. Kafka's "
-        "own clients bound the same wait (max.block.ms); aiokafka waits for ever. Below the "
-        "60 s transaction timeout.",
+        "transaction aborts and its records are processed again from the last commit (the "
+        "broker aborts a transaction open over 10 s by itself).",
     )
     dedupe_window_s: float = Field(
         7 * 86400.0, gt=0, description="How long an event id is remembered for de-duplication."

@@ -1,0 +1,248 @@
+"""The session's one producer and its open transaction, shared by every input partition the
+worker holds (see ``streams.engine``).
+
+Kafka Streams' ``exactly_once_v2`` (KIP-447): all of a worker's outputs, changelog records and
+input offsets go into one transaction, and the offsets are sent with the consumer group's
+metadata, so the broker refuses them from a worker that has lost its partitions to a newer
+generation. One transaction per commit, not one per input partition per commit: the broker's
+cost of a transaction is mostly fixed (bench/kafka_txn.py), and so is the client's.
+
+While a commit is under way nothing may be produced (librdkafka would put it in the committing
+transaction, or refuse it): finishers enter through ``gate``, which a commit closes once the
+records being finished are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+if TYPE_CHECKING:
+    from streams.clients import KafkaClients
+    from streams.partition import Partition
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class TransactionError(KafkaError):  # type: ignore[misc]
+    """A send refused, or a commit that failed or timed out: the session resets, its open
+    transaction aborts and its records are processed again from the last commit."""
+
+
+class Gate:
+    """Finishers enter; a commit closes it and waits for those inside to leave."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.inside = 0
+
+    @contextlib.asynccontextmanager
+    async def entry(self) -> AsyncIterator[None]:
+        while not self._open.is_set():
+            await self._open.wait()
+        self.inside += 1
+        self._drained.clear()
+        try:
+            yield
+        finally:
+            self.inside -= 1
+            if self.inside == 0:
+                self._drained.set()
+
+    async def close(self) -> None:
+        self._open.clear()
+        await self._drained.wait()
+
+    def reopen(self) -> None:
+        self._open.set()
+
+
+class Transaction:
+    """The session's producer: ``produce`` puts a record into the open transaction (begun on
+    demand), ``commit`` ends it with the finished input offsets of ``parts``. Without
+    ``transactional`` (at-least-once) the same calls produce idempotently and commit the
+    offsets through the consumer once every record is acknowledged."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        clients: KafkaClients,
+        *,
+        transactional: bool,
+        commit_timeout_s: float = 30.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.producer = producer
+        self.clients = clients
+        self.transactional = transactional
+        self.commit_timeout_s = commit_timeout_s
+        self.clock = clock
+        self.gate = Gate()
+        self.in_txn = False
+        self.last_commit = clock()
+        self.commits = 0
+        self._errors: list[str] = []
+        self._ends: dict[tuple[str, int], int] = {}  # next changelog offset, per partition
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def start(self) -> None:
+        """InitProducerId: fences this worker's previous incarnation and aborts (or waits out)
+        its open transaction."""
+        if self.transactional:
+            await self._call(self.producer.init_transactions, 60.0, timeout_s=65.0)
+
+    # --- producing ---------------------------------------------------------------------------
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, bytes] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        if self.closed:
+            raise TransactionError("the session's producer is closed")
+        if self.transactional and not self.in_txn:
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise TransactionError(f"begin_transaction: {exc}") from exc
+            self.in_txn = True
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = list(headers.items())
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        try:
+            self.producer.produce(topic, value, **kwargs)
+        except (KafkaException, BufferError) as exc:
+            raise TransactionError(f"produce to {topic}: {exc}") from exc
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report (served inside flush/commit, maybe in a client
+        thread): a refused record fails the commit; changelog ends are kept for checkpoints."""
+        if err is not None:
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+            return
+        key = (msg.topic(), msg.partition())
+        end = msg.offset() + 1
+        if end > self._ends.get(key, 0):
+            self._ends[key] = end
+
+    @property
+    def pending(self) -> bool:
+        return self.in_txn or bool(len(self.producer))
+
+    # --- committing --------------------------------------------------------------------------
+    async def commit(self, parts: Iterable[Partition], consumer: Consumer) -> bool:
+        """Commit what ``parts`` finished, with their input offsets, in one transaction; then
+        write their table changes through. False when there was nothing to commit."""
+        async with self._lock:
+            await self.gate.close()
+            try:
+                return await self._commit(list(parts), consumer)
+            finally:
+                self.gate.reopen()
+
+    async def _commit(self, parts: list[Partition], consumer: Consumer) -> bool:
+        parts = [p for p in parts if not p.closed]
+        offsets = {
+            p.tp: p.finished_offset
+            for p in parts
+            if p.offset_moved and p.finished_offset is not None
+        }
+        if not offsets and not self.pending:
+            return False
+        if self.closed:
+            raise TransactionError("the session's producer is closed")
+        tps = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        if self.transactional:
+            if tps:
+                if not self.in_txn:
+                    self.producer.begin_transaction()
+                    self.in_txn = True
+                meta = consumer.consumer_group_metadata()
+                await self._call(
+                    self.producer.send_offsets_to_transaction, tps, meta, self.commit_timeout_s
+                )
+            await self._call(self.producer.commit_transaction, self.commit_timeout_s)
+            self.in_txn = False
+        else:
+            left = await self._call(self.producer.flush, self.commit_timeout_s)
+            if left:
+                raise TransactionError(f"{left} records not acknowledged in time")
+        self.producer.poll(0)  # delivery reports not served yet
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise TransactionError(f"records refused: {'; '.join(errors[:3])}")
+        if not self.transactional and tps:
+            await self._call(consumer.commit, offsets=tps, asynchronous=False)
+        # committed: table changes are written through, with the changelog offset after the
+        # transaction's commit marker as their checkpoint
+        marker = 1 if self.transactional else 0
+        for part in parts:
+            part.committed(
+                functools.partial(self._checkpoint, partition=part.partition, marker=marker)
+            )
+        self.last_commit = self.clock()
+        self.commits += 1
+        return True
+
+    def _checkpoint(self, changelog: str, *, partition: int, marker: int) -> int:
+        return self._ends.get((changelog, partition), 0) + marker
+
+    async def _call(
+        self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
+        """A blocking librdkafka call in the clients' threads, bounded; its failure is a
+        ``TransactionError``."""
+        name = getattr(fn, "__name__", "call")
+        try:
+            return await asyncio.wait_for(
+                self.clients.call(fn, *args, **kwargs), timeout_s or self.commit_timeout_s + 5
+            )
+        except TimeoutError as exc:
+            raise TransactionError(f"{name} not done in time") from exc
+        except KafkaException as exc:
+            raise TransactionError(f"{name}: {exc}") from exc
+
+    # --- ending ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """The session ended: nothing more is produced; an open transaction is aborted in the
+        background (or by the next session's fencing, or by the broker's timeout)."""
+        if self.closed:
+            return
+        self.closed = True
+        producer, in_txn = self.producer, self.in_txn
+        self.in_txn = False
+
+        def end() -> None:
+            try:
+                if in_txn:
+                    producer.abort_transaction(5.0)
+                else:
+                    producer.flush(5.0)
+            except Exception as exc:  # a fenced or failed producer: the broker aborts it
+                log.info("ending the session's producer: %s", exc)
+
+        with contextlib.suppress(RuntimeError):  # the clients' threads are shut down
+            asyncio.get_running_loop().run_in_executor(None, end)
