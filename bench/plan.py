@@ -17,6 +17,7 @@ class Plan:
     rate_warmup_s: float  # its first seconds are left out of the latency figures
     load_fractions: tuple[float, ...]  # offered rates, as fractions of the flat-out throughput
     target_rate: float  # always offered too, when within reach
+    low_rate: float  # a trickle, always offered (latency at low load)
     lengths: tuple[int, ...]
     sweep: tuple[tuple[int, float], ...]  # (max_batch, max_wait_ms)
     sweep_rate_fraction: float
@@ -41,8 +42,9 @@ class Plan:
             flat_window=64,
             rate_s=6.0,
             rate_warmup_s=1.0,
-            load_fractions=(0.3, 0.6, 0.85, 1.0),
+            load_fractions=(0.5, 0.85, 1.0),
             target_rate=280.0,
+            low_rate=20.0,
             lengths=(64, 128, 256),
             sweep=((1, 5.0), (32, 1.0), (32, 20.0)),
             sweep_rate_fraction=0.6,
@@ -68,8 +70,9 @@ class Plan:
             flat_window=64,
             rate_s=25.0,
             rate_warmup_s=3.0,
-            load_fractions=(0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1),
+            load_fractions=(0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1),
             target_rate=280.0,
+            low_rate=20.0,
             lengths=(64, 128, 256),
             sweep=tuple((b, w) for b in batches for w in waits if (b, w) != (32, 5.0)),
             sweep_rate_fraction=0.6,

@@ -8,10 +8,14 @@ from typing import Any
 
 from bench.stats import fmt
 
-TARGET_CEILING_SHARE = 0.85
-TARGET_NAIVE_X = 5.0
-TARGET_RATE = 280.0
-TARGET_P50_MS = 65.0
+# issue #18's targets (issue #7's 85 % / 5x / 280 events/s assumed the model's whole ceiling
+# was reachable on a shared 2-core host; these are what the pipeline itself costs)
+TARGET_CEILING_SHARE = 0.70
+TARGET_NAIVE_X = 3.5
+TARGET_NON_MODEL_MS = 2.0  # worker + Kafka broker CPU per event, L=64 flat out
+TARGET_HALF_P50_MS, TARGET_HALF_P99_MS = 50.0, 150.0  # offered at half the flat-out rate
+TARGET_LOW_P50_MS = 40.0  # offered at the plan's low rate (20 events/s)
+TARGET_RATE = 280.0  # issue #7's rate: offered when within reach, no longer a target
 
 
 def _get(d: Any, *path: Any) -> Any:
@@ -50,27 +54,15 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
     curve = _get(res, "e2e", "curve") or []
     knee_rate = _get(res, "e2e", "knee", "knee_per_s")
     below = [p for p in curve if knee_rate is not None and p["offered_per_s"] <= knee_rate]
-    at_target = [p for p in curve if p["offered_per_s"] == TARGET_RATE]
-    target_point = at_target[0] if at_target else None
-    sustained = _get(res, "e2e", "knee", "sustained_per_s")
-    # 280/s not offered: a miss if the curve saturated below it, else not measured
-    saturated_below = (
-        len(curve) > 0
-        and (sustained is None or sustained < TARGET_RATE)
-        and any(
-            p["offered_per_s"] < TARGET_RATE and p["throughput_per_s"] < 0.95 * p["offered_per_s"]
-            for p in curve
-        )
+    per_event = _get(res, "e2e", "flat", "cpu", "cpu_ms_per_event") or {}
+    worker_ms, kafka_ms = _num(per_event.get("target")), _num(per_event.get("kafka"))
+    non_model = None if math.isnan(worker_ms + kafka_ms) else round(worker_ms + kafka_ms, 2)
+    half, low = _get(res, "e2e", "half"), _get(res, "e2e", "low")
+    half_p50, half_p99 = (
+        _num(_get(half, "latency_ms", "p50")),
+        _num(_get(half, "latency_ms", "p99")),
     )
-    target_ok = bool(
-        target_point
-        and target_point["drained"]
-        and target_point["answered"] == target_point["sent"]
-        and target_point["throughput_per_s"] >= 0.95 * TARGET_RATE
-        and _num(target_point["latency_ms"].get("p50")) < TARGET_P50_MS
-        and knee_rate is not None
-        and knee_rate >= TARGET_RATE
-    )
+    low_p50 = _num(_get(low, "latency_ms", "p50"))
     out: dict[str, Any] = {
         "other_processes_cores": shared_load(res),
         "e2e_over_triton_ceiling": _ratio(e2e, triton),
@@ -79,14 +71,24 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
         "p50_below_knee_max_ms": max(
             (_num(p["latency_ms"].get("p50")) for p in below), default=None
         ),
+        "non_model_cpu_ms_per_event": non_model,
     }
     out["targets"] = {
         f"e2e >= {TARGET_CEILING_SHARE:.0%} of the Triton ceiling": _met(
             out["e2e_over_triton_ceiling"], TARGET_CEILING_SHARE
         ),
         f"e2e >= {TARGET_NAIVE_X:g}x naive": _met(out["e2e_over_naive"], TARGET_NAIVE_X),
-        f">= {TARGET_RATE:.0f} events/s with p50 < {TARGET_P50_MS:.0f} ms below the knee": (
-            target_ok if target_point else (False if saturated_below else None)
+        f"worker + Kafka CPU <= {TARGET_NON_MODEL_MS:g} ms per event flat out": (
+            None if non_model is None else non_model <= TARGET_NON_MODEL_MS
+        ),
+        f"at half the flat-out rate p50 <= {TARGET_HALF_P50_MS:.0f} ms, "
+        f"p99 <= {TARGET_HALF_P99_MS:.0f} ms": (
+            None
+            if math.isnan(half_p50 + half_p99)
+            else half_p50 <= TARGET_HALF_P50_MS and half_p99 <= TARGET_HALF_P99_MS
+        ),
+        f"at {fmt(_get(low, 'offered_per_s'))}/s p50 <= {TARGET_LOW_P50_MS:.0f} ms": (
+            None if math.isnan(low_p50) else low_p50 <= TARGET_LOW_P50_MS
         ),
     }
     return out
@@ -136,7 +138,8 @@ def markdown(res: dict[str, Any]) -> str:
     c = res.get("ceiling", {})
     tb, e2e, naive = c.get("triton_best"), res.get("e2e", {}), res.get("naive", {})
     ib = _get(c, "inprocess_best", "64")
-    mid = _get(e2e, "lengths", "64", "rate")
+    mid = _get(e2e, "half")
+    low = _get(e2e, "low")
     target = next((p for p in e2e.get("curve", []) if p["offered_per_s"] == TARGET_RATE), None)
     rows = [
         [f"model in-process, OpenVINO INT8, L=64, best batch {fmt(_get(ib, 'batch'))}",
@@ -149,6 +152,8 @@ def markdown(res: dict[str, Any]) -> str:
          "-", "-", "-"],
         [f"inferstream end to end, offered {fmt(_get(mid, 'offered_per_s'))}/s",
          fmt(_get(mid, "throughput_per_s")), _lat(mid, "p50"), _lat(mid, "p95"), _lat(mid, "p99")],
+        [f"inferstream end to end, offered {fmt(_get(low, 'offered_per_s'))}/s",
+         fmt(_get(low, "throughput_per_s")), _lat(low, "p50"), _lat(low, "p95"), _lat(low, "p99")],
         [f"inferstream end to end, offered {TARGET_RATE:.0f}/s",
          fmt(_get(target, "throughput_per_s")), _lat(target, "p50"), _lat(target, "p95"),
          _lat(target, "p99")],
@@ -170,6 +175,7 @@ def markdown(res: dict[str, Any]) -> str:
         *(f"- target {k}: **{_verdict(v)}**" for k, v in r.get("targets", {}).items()),
         "",
     ]
+    lines += _guarantees(res)
     lines += _sections(res)
     errors = [
         f"{k}: {v['error'].splitlines()[0][:300]}" for k, v in _scenarios(res) if v.get("error")
@@ -188,8 +194,33 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _guarantees(res: dict[str, Any]) -> list[str]:
+    """Exactly-once beside at-least-once: throughput, latency and CPU per event."""
+    rows = []
+    for name, sc in (
+        ("exactly_once (default)", res.get("e2e")),
+        ("at_least_once", res.get("at_least_once")),
+    ):
+        if not isinstance(sc, dict) or not sc.get("flat"):
+            continue
+        per = _get(sc, "flat", "cpu", "cpu_ms_per_event") or {}
+        half, low = sc.get("half"), sc.get("low")
+        rows.append(
+            [name, fmt(_get(sc, "flat", "throughput_per_s")), fmt(per.get("target"), 2),
+             fmt(per.get("kafka"), 2), fmt(_get(half, "offered_per_s")), _lat(half, "p50"),
+             _lat(half, "p99"), fmt(_get(low, "offered_per_s")), _lat(low, "p50"), _lat(low, "p99")]
+        )  # fmt: skip
+    if len(rows) < 2:
+        return []
+    head = ["guarantee", "flat out /s", "worker ms/event", "Kafka ms/event", "half rate /s",
+            "p50 ms", "p99 ms", "low rate /s", "p50 ms", "p99 ms"]  # fmt: skip
+    return ["### Exactly-once beside at-least-once (L = 64)", "", *_table(head, rows)]
+
+
 def _scenarios(res: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = [(k, res[k]) for k in ("e2e", "naive") if isinstance(res.get(k), dict)]
+    if isinstance(res.get("at_least_once"), dict):
+        out.append(("at_least_once", res["at_least_once"]))
     out += [(f"sweep {p.get('max_batch')}/{p.get('max_wait_ms')}", p) for p in res.get("sweep", [])]
     if isinstance(_get(res, "dialogue", "e2e"), dict):
         out.append(("dialogue e2e", res["dialogue"]["e2e"]))
@@ -314,8 +345,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         knee_rate = _get(e2e, "knee", "knee_per_s")
         if knee_rate:
             ax.axvline(knee_rate, color="grey", lw=1, ls="--", label=f"knee {knee_rate:.0f}/s")
-        ax.axhline(TARGET_P50_MS, color="red", lw=0.8, ls=":", label="p50 target 65 ms")
-        ax.axvline(TARGET_RATE, color="red", lw=0.8, ls="-.", label="280/s target")
+        ax.axhline(TARGET_HALF_P50_MS, color="red", lw=0.8, ls=":", label="p50 target at half rate")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
     ax.set(title="inferstream: offered load vs latency (L=64)", xlabel="offered events/s",

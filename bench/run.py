@@ -1,14 +1,17 @@
 """inferstream end to end against its ceilings and a naive peer, on one command:
 
-    .venv/bin/python -m bench.run [--quick] [--only ceiling,e2e,naive,sweep,dialogue] [--docs]
+    .venv/bin/python -m bench.run [--quick] [--docs]
+        [--only ceiling,e2e,naive,guarantee,sweep,dialogue]
 
 1. ceiling: the built OpenVINO INT8 IR in-process (best batch) and the served model through Triton
    with the real perf_analyzer binary, L = 64 tokens (full mode: 128 and 256 too);
 2. e2e: an inferstream worker (filter, policy, signature and text mark on; an allow-all policy is
    published first) fed by an aiokafka producer at offered rates and flat out; latency = event
-   ts (set at send) -> result seen by a read_committed consumer; the knee of the load curve; the
-   sequence lengths 64/128/256;
+   ts (set at send) -> result seen by a read_committed consumer; the knee of the load curve (half
+   the flat-out rate and a 20 events/s trickle always among its points); the sequence lengths
+   64/128/256;
 3. naive: bench/naive.py, one Triton call per message, same broker, model and tokenizer;
+   guarantee: the same worker with processing_guarantee=at_least_once (flat out, half rate, 20/s);
 4. sweep: max_batch x max_wait_ms; dialogue length 1/100/1,000 turns (bench/context.py's
    in-process measure; full mode: end to end too).
 
@@ -47,7 +50,7 @@ from bench.texts import TextPool  # noqa: E402
 OUT = REPO / "bench" / "out"
 DOC = REPO / "docs" / "benchmarks.md"
 FIGURE = REPO / "bench" / "figures" / "e2e.png"
-PARTS = ("ceiling", "e2e", "naive", "sweep", "dialogue")
+PARTS = ("ceiling", "e2e", "naive", "guarantee", "sweep", "dialogue")
 KNOBS = ("max_batch", "max_wait_ms", "max_inflight", "max_pending", "max_seq_len",
          "processing_guarantee", "commit_interval_ms", "topic_partitions")  # fmt: skip
 MARK_START, MARK_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -161,6 +164,8 @@ def streaming(
     capacity = scenarios.flat_rate(res.get("e2e"))
     if "naive" in parts:
         res["naive"] = scenarios.naive_peer(ports, plan, pool, log)
+    if "guarantee" in parts:
+        res["at_least_once"] = scenarios.e2e_at_least_once(ports, plan, pool, log)
     if "sweep" in parts and capacity > 0 and "e2e" in res:
         rate = scenarios.rate_at(plan.sweep_rate_fraction, capacity) or 5.0
         default = scenarios.default_sweep_point(res["e2e"], rate)
@@ -289,7 +294,7 @@ def main(
             log(f"    {d['turns']} turns: median {d['median_us']} us, p99 {d['p99_us']} us")
     services = Services(ports)
     try:
-        if parts & {"ceiling", "e2e", "naive", "sweep"} or plan.dialogue_e2e:
+        if parts & {"ceiling", "e2e", "naive", "guarantee", "sweep"} or plan.dialogue_e2e:
             services.start(log)
         if "ceiling" in parts:
             log("ceiling: Triton with perf_analyzer")

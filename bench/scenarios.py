@@ -252,6 +252,8 @@ def offered_rates(plan: Plan, capacity: float, explicit: list[float] | None) -> 
     rates = {max(5.0, round(f * capacity / 5) * 5) for f in plan.load_fractions}
     if plan.target_rate <= 1.2 * capacity:
         rates.add(plan.target_rate)
+    if plan.low_rate < 0.5 * capacity:
+        rates.add(plan.low_rate)
     return sorted(rates)
 
 
@@ -310,13 +312,45 @@ def e2e_main(
                 "flat": f,
                 "rate": await s.phase(f"len{length}", length=length, rate=r),
             }
-        mid = [p for p in curve if p["offered_per_s"] <= 0.6 * flat["throughput_per_s"]]
-        if mid:
-            lengths["64"]["rate"] = mid[-1]
-        return {"flat": flat, "curve": curve, "knee": knee(curve), "lengths": lengths}
+        half = at_rate(curve, rate_at(0.5, flat["throughput_per_s"]))
+        if half is not None:
+            lengths["64"]["rate"] = half
+        low = at_rate(curve, plan.low_rate)
+        return {
+            "flat": flat,
+            "curve": curve,
+            "knee": knee(curve),
+            "lengths": lengths,
+            "half": half,
+            "low": low,
+        }
 
     log("e2e: inferstream worker, default settings")
     worker = Worker(ports, plan.worker_env, name="bench-e2e")
+    return run_target(worker, plan, pool, log, body)
+
+
+def at_rate(curve: list[dict[str, Any]], rate: float | None) -> dict[str, Any] | None:
+    """The load curve's point offered at ``rate``."""
+    return next((p for p in curve if p["offered_per_s"] == rate), None)
+
+
+def e2e_at_least_once(ports: Ports, plan: Plan, pool: TextPool, log: Log) -> dict[str, Any]:
+    """The same worker with ``processing_guarantee=at_least_once``: flat out, then at half its
+    flat-out rate and at the low rate (the price of exactly-once, side by side)."""
+    knobs = plan.worker_env | {"INFERSTREAM_PROCESSING_GUARANTEE": "at_least_once"}
+
+    async def body(s: Session) -> dict[str, Any]:
+        flat = await s.phase("flat64", flat=True)
+        out: dict[str, Any] = {"flat": flat}
+        half = rate_at(0.5, flat["throughput_per_s"])
+        if half is not None:
+            out["half"] = await s.phase(f"rate{half:.0f}", rate=half)
+            out["low"] = await s.phase(f"rate{plan.low_rate:.0f}", rate=plan.low_rate)
+        return out
+
+    log("e2e: inferstream worker, at_least_once")
+    worker = Worker(ports, knobs, name="bench-alo")
     return run_target(worker, plan, pool, log, body)
 
 

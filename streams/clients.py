@@ -14,11 +14,10 @@ in a thread of their own (``call``) so the event loop never blocks on them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
@@ -53,8 +52,9 @@ class KafkaClients:
         self.settings = settings
         self.client_kwargs = client_kwargs or (lambda: kafka_client_kwargs(settings))
         self.rdkafka_config = rdkafka_config or (lambda: librdkafka_config(settings))
-        # the consumer's long polls must not wait behind a commit: two threads
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="kafka")
+        # the consumer's polls must not wait behind a commit, nor a new session's calls behind
+        # a call of a failed one that runs until librdkafka's own timeout
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="kafka")
 
     def _common(self) -> dict[str, Any]:
         return {
@@ -101,13 +101,15 @@ class KafkaClients:
             "linger.ms": 2,
             "message.max.bytes": max(1_048_576, s.max_document_bytes + 65_536),
             "queue.buffering.max.messages": 1_000_000,
+            # the broker answers CONCURRENT_TRANSACTIONS while it writes the previous commit's
+            # markers: retry after 10 ms, not librdkafka's 100 (bench/kafka_txn.py: 11 vs 108 ms
+            # per send_offsets_to_transaction right after a commit)
+            "retry.backoff.ms": 10,
             "error_cb": _log_error,
         }
         if transactional:
             conf["transactional.id"] = transactional_id(s)
-            # a worker killed with an open transaction holds back read_committed readers of
-            # every partition it wrote until this runs out (Kafka Streams' value)
-            conf["transaction.timeout.ms"] = 10_000
+            conf["transaction.timeout.ms"] = int(s.transaction_timeout_s * 1000)
         return Producer(conf)
 
     def restorer(self) -> AIOKafkaConsumer:
@@ -123,10 +125,14 @@ class KafkaClients:
             **self.client_kwargs(),
         )
 
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Start a blocking librdkafka call in the clients' threads (a cancelled wait for it
+        does not stop it: the returned future tells when it has ended)."""
+        return self._pool.submit(fn, *args, **kwargs)
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking librdkafka call in the clients' threads."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
     async def stop(self, stop: Callable[[], Any], what: str, timeout_s: float = 10.0) -> None:
         """Run a client's blocking close for at most ``timeout_s``; its errors are only logged."""

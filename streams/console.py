@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,14 @@ def allow_all_policy(tenant: str, version: int) -> bytes:
 
 
 async def produce(
-    settings: Settings, values: Iterable[tuple[bytes | None, bytes]], topic: str | None = None
+    settings: Settings,
+    values: Iterable[tuple[bytes | None, bytes]]
+    | Callable[[], Iterable[tuple[bytes | None, bytes]]],
+    topic: str | None = None,
 ) -> int:
-    """Send ``values`` (key, value) to ``topic`` (default: the conversations input topic)."""
+    """Send ``values`` (key, value) to ``topic`` (default: the conversations input topic).
+    A callable is called once the producer is connected: events stamped there carry the time
+    they were sent, not the time the client took to start."""
     await ensure_topics(settings)  # never let a producer auto-create them with broker defaults
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -72,9 +77,10 @@ async def produce(
     await producer.start()
     sent = 0
     try:
+        records = values() if callable(values) else values
         futures = [
             await producer.send(topic or settings.topic_in, key=key, value=value)
-            for key, value in values
+            for key, value in records
         ]
         await asyncio.gather(*futures)
         sent = len(futures)
@@ -154,14 +160,14 @@ async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 1
     consumer = await _end_offsets_consumer(settings, [settings.topic_out])
     try:
         samples = list(sample_events(f"demo-{run_id}", repeat=repeat))
-        await produce(settings, events_as_records(samples))
+        await produce(settings, lambda: events_as_records(_stamped(samples)))
         results = await _collect(consumer, {ev.event_id for ev in samples}, timeout_s)
         _print_results(samples, results)
 
         await _demo_document(settings, run_id, timeout_s)
         base = list(sample_events(f"burst-{run_id}", repeat=burst // SAMPLE_TURNS + 1))[:burst]
         start = time.perf_counter()
-        events = [replace(ev, ts=time.time()) for ev in base]
+        events = list(_stamped(base))
         await produce(settings, events_as_records(events))
         burst_results = await _collect(consumer, {ev.event_id for ev in events}, timeout_s)
         elapsed = time.perf_counter() - start
@@ -177,6 +183,12 @@ async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 1
     if len(burst_results) != len(events):
         raise RuntimeError(f"{len(events) - len(burst_results)} burst events got no result")
     return rate
+
+
+def _stamped(events: Iterable[ConversationEvent]) -> Iterator[ConversationEvent]:
+    """The events with the time now as their ``ts`` (latency counts from here)."""
+    now = time.time()
+    return (replace(ev, ts=now) for ev in events)
 
 
 async def _demo_document(settings: Settings, run_id: str, timeout_s: float) -> None:

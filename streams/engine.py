@@ -154,9 +154,13 @@ class Engine:
         log.error("processing session reset after %s", why)
 
     def _fail(self, exc: BaseException) -> None:
-        """End the session: its fetch loop raises ``exc``."""
+        """End the session: its fetch loop raises ``exc``. Its transaction closes at once, so
+        no commit (one waiting at the gate included) can take the half-done outputs of the
+        record that failed."""
         if self._failed is not None and not self._failed.done():
             self._failed.set_exception(exc)
+        if self._txn is not None:
+            self._txn.close()
 
     async def _session(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -180,7 +184,7 @@ class Engine:
                 txn, lambda: self.parts, consumer, self.timing, clock=self.clock
             )
             committing = self._loop.create_task(self._run_committer(committer))
-            await self.fetcher.run(consumer, self.clients.call, self._failed)
+            await self.fetcher.run(consumer, self.clients.submit, self._failed)
         except asyncio.CancelledError:  # the worker stops: commit what is finished, then leave
             stopping = True
             raise
@@ -192,13 +196,14 @@ class Engine:
             if stopping:
                 try:
                     await asyncio.wait_for(self._close_all(), 15.0)
-                except (TimeoutError, KafkaError) as exc:
+                except Exception as exc:  # EngineReset too: the session must still end below
                     log.warning("closing partitions: %s (the open transaction aborts)", exc)
             # a session that failed commits nothing more: each partition ends at once (no
             # await, nothing left half-closed), the open transaction aborts in the background
             self._abandon_all()
             txn.close()
             if consumer is not None:  # its revoke (of partitions already ended) runs here
+                await self.fetcher.stopped()
                 await self.clients.stop(consumer.close, "consumer")
             self._consumer = None
             self._committer = None
@@ -215,6 +220,8 @@ class Engine:
     # --- rebalances (librdkafka calls these in its consume, in a client thread) ----------------
     def _on_assign(self, consumer: Consumer, partitions: list[Any]) -> None:
         assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
+        if self._txn is not None:  # this generation's: what the offsets are fenced by
+            self._txn.group_metadata = consumer.consumer_group_metadata()
         self._in_loop(self.assign(assigned), "assignment")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
@@ -226,7 +233,8 @@ class Engine:
         block: librdkafka waits for its callback). A failure ends the session."""
         assert self._loop is not None
         try:
-            asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=120.0)
+            # bounded for a loop that is gone; an assignment restores tables (minutes at most)
+            asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=900.0)
         except (Exception, concurrent.futures.CancelledError) as exc:
             log.error("%s failed: %r", what, exc)
             loop = self._loop
@@ -243,9 +251,15 @@ class Engine:
         """Stop the revoked partitions' finishers at a record boundary and commit what every
         partition finished (one transaction), then end the revoked ones."""
         self.ready.clear()
-        parts = [self.parts.pop(tp) for tp in sorted(revoked) if tp in self.parts]
-        if parts:
-            await self._close(parts)
+        # they stay in ``parts`` until closed: a commit the committer makes meanwhile carries
+        # their offsets with their outputs
+        parts = [self.parts[tp] for tp in sorted(revoked) if tp in self.parts]
+        try:
+            if parts:
+                await self._close(parts)
+        finally:
+            for part in parts:
+                self.parts.pop(part.tp, None)
 
     async def _open(self, tp: TopicPartition) -> None:
         handler = self.handlers[tp.topic]
@@ -286,7 +300,8 @@ class Engine:
             for part in parts:
                 await self._stop_finisher(part)
             if self._txn is not None and self._consumer is not None:
-                await self._txn.commit([*self.parts.values(), *parts], self._consumer)
+                every = {p.tp: p for p in [*self.parts.values(), *parts]}
+                await self._txn.commit(every.values(), self._consumer)
             committed = True
         except KafkaError as exc:
             log.warning("commit at close failed: %s", exc)
@@ -321,21 +336,10 @@ class Engine:
         await self._close(parts)
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        """Records behind the end of each assigned partition (from the consumer's cached
-        watermarks)."""
-        consumer = self._consumer
-        out: dict[tuple[str, int], int] = {}
-        if consumer is None:
-            return out
-        try:
-            positions = consumer.position(consumer.assignment())
-            for tp in positions:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
-        except Exception as exc:  # a consumer closing under us: no figure this time
-            log.debug("lag: %r", exc)
-        return out
+        """Records behind the end of each assigned partition, as the fetch loop last measured
+        it (every 2 s, from the consumer's cached watermarks)."""
+        poller = self.fetcher.poller
+        return {} if poller is None or self._consumer is None else dict(poller.lag)
 
     def connected(self) -> bool:
         return self._consumer is not None and bool(self.parts or self.ready.is_set())

@@ -7,8 +7,10 @@ rebalance callbacks run inside it there and hand their work to the event loop (`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -20,7 +22,17 @@ from streams.records import SourceRecord
 
 log = logging.getLogger(__name__)
 
-Call = Callable[..., Awaitable[Any]]
+Submit = Callable[..., "concurrent.futures.Future[Any]"]
+
+
+def take(consumer: Consumer, n: int, timeout_s: float) -> list[Any]:
+    """Up to ``n`` messages: waits up to ``timeout_s`` for the first, then takes what is
+    already fetched. (librdkafka's ``consume(n, timeout)`` waits out the whole timeout unless
+    ``n`` messages come: up to ``timeout_s`` of latency per record at a low rate.)"""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(n - 1, 0)] if n > 1 else [first]
 
 
 def source_record(msg: Any) -> SourceRecord:
@@ -36,10 +48,57 @@ def source_record(msg: Any) -> SourceRecord:
     )
 
 
+class Poller:
+    """Every call on the consumer, made in the consumer's client thread (librdkafka's consumer
+    calls from two threads at once could wait on each other, and the event loop must never wait
+    on one): seeks, pause and resume for backpressure, the poll itself (rebalance callbacks run
+    inside it) and, every ``lag_every_s``, the lag per assigned partition."""
+
+    def __init__(self, consumer: Consumer, lag_every_s: float = 2.0) -> None:
+        self.consumer = consumer
+        self.paused: list[KafkaTopicPartition] = []
+        self.lag: dict[tuple[str, int], int] = {}
+        self.lag_every_s = lag_every_s
+        self._lag_at = 0.0
+
+    def step(self, room: int, timeout_s: float, seeks: list[KafkaTopicPartition]) -> list[Any]:
+        consumer = self.consumer
+        for tp in seeks:
+            try:
+                consumer.seek(tp)
+            except KafkaException as exc:  # revoked meanwhile: its next owner reads it
+                log.debug("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+        if room <= 0:  # backpressure: poll on (rebalances), but fetch nothing
+            if not self.paused:
+                self.paused = consumer.assignment()
+                consumer.pause(self.paused)
+            msgs = take(consumer, 1, 0)
+        else:
+            if self.paused:
+                assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                consumer.resume([tp for tp in self.paused if (tp.topic, tp.partition) in assigned])
+                self.paused = []
+            msgs = take(consumer, room, timeout_s)
+        now = time.monotonic()
+        if now - self._lag_at >= self.lag_every_s:
+            self._lag_at = now
+            self.lag = self._measure_lag()
+        return msgs
+
+    def _measure_lag(self) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        consumer = self.consumer
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+        return out
+
+
 class Fetcher:
     """The fetch loop of a session: while fewer than ``max_pending`` records are unfinished
-    over the partitions held now (``parts``), consume and *prepare* each record at once into
-    its partition's queue; at ``max_pending`` pause the assigned partitions (and go on polling,
+    over the partitions held now (``parts``), poll and *prepare* each record at once into its
+    partition's queue; at ``max_pending`` pause the assigned partitions (and go on polling,
     which serves rebalances) until a finisher sets ``room``."""
 
     def __init__(
@@ -56,6 +115,8 @@ class Fetcher:
         self.ready = ready  # set while partitions are assigned and restored
         self.room = asyncio.Event()  # a record finished or a partition ended
         self.poll_s = poll_s
+        self.poller: Poller | None = None
+        self.polling: concurrent.futures.Future[list[Any]] | None = None  # the poll under way
 
     @property
     def pending(self) -> int:
@@ -63,28 +124,27 @@ class Fetcher:
         partition's records stop counting with it."""
         return sum(part.outstanding for part in self.parts().values())
 
-    async def run(self, consumer: Consumer, call: Call, failed: asyncio.Future[None]) -> None:
+    async def run(self, consumer: Consumer, submit: Submit, failed: asyncio.Future[None]) -> None:
         """Fetch until ``failed`` is done, then raise its error (a finisher's, an assignment's,
         the committer's)."""
-        paused: list[KafkaTopicPartition] = []
+        poller = self.poller = Poller(consumer)
+        seeks: list[KafkaTopicPartition] = []
         while not failed.done():
             room = self.max_pending - self.pending
-            if room <= 0 and not paused:
-                paused = consumer.assignment()
-                consumer.pause(paused)
+            if room <= 0:
                 self.room.clear()
-            elif room > 0 and paused:
-                consumer.resume([tp for tp in paused if tp in consumer.assignment()])
-                paused = []
-            if paused:  # keep polling (rebalances are served in it) but wait for room
-                msgs = await call(consumer.consume, 1, 0)
-                if not msgs:
-                    await self._wait_for_room(failed)
-                    continue
-            else:
-                msgs = await call(consumer.consume, max(1, room), self.poll_s)
-            self._deliver(consumer, msgs)
+            self.polling = submit(poller.step, room, self.poll_s, seeks)
+            msgs = await asyncio.wrap_future(self.polling)
+            seeks = self._deliver(poller, msgs)
+            if room <= 0 and not msgs:
+                await self._wait_for_room(failed)
         failed.result()
+
+    async def stopped(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for the poll under way to return: the consumer may close then."""
+        polling = self.polling
+        if polling is not None:
+            await asyncio.wait([asyncio.wrap_future(polling)], timeout=timeout_s)
 
     async def _wait_for_room(self, failed: asyncio.Future[None]) -> None:
         waiter: asyncio.Future[Any] = asyncio.ensure_future(self.room.wait())
@@ -95,7 +155,9 @@ class Fetcher:
         finally:
             waiter.cancel()
 
-    def _deliver(self, consumer: Consumer, msgs: list[Any]) -> None:
+    def _deliver(self, poller: Poller, msgs: list[Any]) -> list[KafkaTopicPartition]:
+        """Prepare each message into its partition's queue; the seeks back to messages of
+        partitions not (or no longer) ours, for the next poll."""
         parts = self.parts()
         skipped: dict[tuple[str, int], int] = {}
         for msg in msgs:
@@ -108,14 +170,10 @@ class Fetcher:
                 continue
             tp = TopicPartition(msg.topic(), msg.partition())
             part = parts.get(tp)
-            if part is None or part.closed:  # not (or no longer) ours: fetch it again later
+            if part is None or part.closed:
                 skipped.setdefault((tp.topic, tp.partition), msg.offset())
                 continue
             rec = source_record(msg)
             part.queue.put_nowait((rec, self.handlers[tp.topic].prepare(rec, part)))
             part.outstanding += 1
-        if skipped:
-            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-            for (topic, partition), offset in skipped.items():
-                if (topic, partition) in assigned:
-                    consumer.seek(KafkaTopicPartition(topic, partition, offset))
+        return [KafkaTopicPartition(t, p, o) for (t, p), o in skipped.items()]

@@ -84,8 +84,16 @@ class Committer:
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
     async def commit(self) -> None:
-        # shielded: a cancellation (the worker stopping) does not cut a commit short
-        await asyncio.shield(self.txn.commit(self.parts().values(), self.consumer))
+        # shielded: a cancellation (the worker stopping) does not cut a commit short; the
+        # partitions' close waits for it (the transaction's lock) and sees its error
+        task = asyncio.ensure_future(self.txn.commit(self.parts().values(), self.consumer))
+        task.add_done_callback(_retrieve)
+        await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Finisher:
@@ -151,8 +159,14 @@ class Finisher:
             )
             try:
                 await asyncio.shield(finishing)
-            except asyncio.CancelledError:  # a revoke: the record ends inside the gate, and
-                await asyncio.wait([finishing])  # the partition's close takes its offset
+            except asyncio.CancelledError:  # a revoke: the record ends inside the gate
+                await asyncio.wait([finishing])
+                if finishing.cancelled() or finishing.exception() is not None:
+                    # half done: no commit may take its outputs (the partition's close resets)
+                    part.txn.close()
+                else:  # its offset goes with its outputs, into whichever commit comes next
+                    part.finishing = None
+                    part.finished_offset = rec.offset + 1
                 raise
             part.finishing = None
             part.finished_offset = rec.offset + 1

@@ -140,7 +140,7 @@ class Partition:
     def staged(self) -> bool:
         return any(part.staged for part in self.tables.values())
 
-    def committed(self, checkpoint: Callable[[str], int]) -> None:
+    def committed(self, checkpoint: Callable[[str], int], offset: int | None) -> None:
         """The transaction holding this partition's finished records committed: its offset
         moves and its staged table changes are written through (``checkpoint``: the next
         changelog offset of a changelog topic, for this partition)."""
@@ -149,7 +149,8 @@ class Partition:
         for part in self.tables.values():
             if part.staged:
                 part.apply_committed(checkpoint(part.changelog))
-        self.committed_offset = self.finished_offset
+        if offset is not None:  # the offset the commit sent, whatever finished since
+            self.committed_offset = offset
 
     def _check_open(self) -> None:
         if self.closed:

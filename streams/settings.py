@@ -137,6 +137,15 @@ class Settings(BaseSettings):
         "app_id-instance_id, so a restarted worker fences its previous run at once. Unique per "
         "running worker; unset = hostname-web_port.",
     )
+    transaction_timeout_s: float = Field(
+        60.0,
+        ge=1,
+        le=900,
+        description="Kafka's transaction.timeout.ms: the broker aborts a transaction open this "
+        "long. A worker killed with an open transaction, and not restarted under the same "
+        "instance_id, holds back read_committed readers of the partitions it wrote until then; "
+        "a shorter one aborts commits that wait out a broker failover.",
+    )
     commit_interval_ms: float = Field(
         100.0, gt=0, description="How often finished work is committed while busy (ms)."
     )
@@ -154,8 +163,7 @@ class Settings(BaseSettings):
         le=50,
         description="A commit (its records acknowledged, the input offset sent, the transaction "
         "committed) not done in this many seconds resets the processing session: the "
-        "transaction aborts and its records are processed again from the last commit (the "
-        "broker aborts a transaction open over 10 s by itself).",
+        "transaction aborts and its records are processed again from the last commit.",
     )
     dedupe_window_s: float = Field(
         7 * 86400.0, gt=0, description="How long an event id is remembered for de-duplication."

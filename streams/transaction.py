@@ -99,6 +99,10 @@ class Transaction:
         self._ends: dict[tuple[str, int], int] = {}  # next changelog offset, per partition
         self._lock = asyncio.Lock()
         self.closed = False
+        # the consumer group's metadata (generation, member id) the offsets are sent with: set
+        # by the engine at each assignment, in the consumer's own thread (a consumer call made
+        # from the event loop while that thread polls could block the loop)
+        self.group_metadata: Any = None
 
     async def start(self) -> None:
         """InitProducerId: fences this worker's previous incarnation and aborts (or waits out)
@@ -155,11 +159,16 @@ class Transaction:
     # --- committing --------------------------------------------------------------------------
     async def commit(self, parts: Iterable[Partition], consumer: Consumer) -> bool:
         """Commit what ``parts`` finished, with their input offsets, in one transaction; then
-        write their table changes through. False when there was nothing to commit."""
+        write their table changes through. False when there was nothing to commit. A commit
+        not done in ``commit_timeout_s`` raises ``TransactionError``."""
         async with self._lock:
             await self.gate.close()
             try:
-                return await self._commit(list(parts), consumer)
+                return await asyncio.wait_for(
+                    self._commit(list(parts), consumer), self.commit_timeout_s
+                )
+            except TimeoutError as exc:
+                raise TransactionError(f"commit not done in {self.commit_timeout_s:g}s") from exc
             finally:
                 self.gate.reopen()
 
@@ -180,9 +189,13 @@ class Transaction:
                 if not self.in_txn:
                     self.producer.begin_transaction()
                     self.in_txn = True
-                meta = consumer.consumer_group_metadata()
+                if self.group_metadata is None:
+                    raise TransactionError("offsets to commit before any assignment")
                 await self._call(
-                    self.producer.send_offsets_to_transaction, tps, meta, self.commit_timeout_s
+                    self.producer.send_offsets_to_transaction,
+                    tps,
+                    self.group_metadata,
+                    self.commit_timeout_s,
                 )
             await self._call(self.producer.commit_transaction, self.commit_timeout_s)
             self.in_txn = False
@@ -201,7 +214,8 @@ class Transaction:
         marker = 1 if self.transactional else 0
         for part in parts:
             part.committed(
-                functools.partial(self._checkpoint, partition=part.partition, marker=marker)
+                functools.partial(self._checkpoint, partition=part.partition, marker=marker),
+                offsets.get(part.tp),
             )
         self.last_commit = self.clock()
         self.commits += 1
@@ -217,9 +231,9 @@ class Transaction:
         ``TransactionError``."""
         name = getattr(fn, "__name__", "call")
         try:
-            return await asyncio.wait_for(
-                self.clients.call(fn, *args, **kwargs), timeout_s or self.commit_timeout_s + 5
-            )
+            if timeout_s is None:  # bounded by the commit's own deadline
+                return await self.clients.call(fn, *args, **kwargs)
+            return await asyncio.wait_for(self.clients.call(fn, *args, **kwargs), timeout_s)
         except TimeoutError as exc:
             raise TransactionError(f"{name} not done in time") from exc
         except KafkaException as exc:

@@ -1,158 +1,327 @@
-"""When, and how often, a partition commits (streams/finishing.py ``Finisher``), with the clock
-frozen: the finisher's decisions read only the injected clocks, so a commit (or a sweep) comes
-when the test moves the clock and never otherwise. Real time passes only in the short waits the
-finisher makes between its checks."""
+"""When the session's one transaction commits (streams/finishing.py ``Committer``) and how the
+partitions' ``Finisher``s finish records around it (the transaction's gate), with the clock
+frozen: the committer's and finishers' decisions read only the injected clocks, so a commit (or
+a sweep after a record) comes when the test moves the clock and never otherwise. Real time
+passes only in the short waits they make between their checks."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+from confluent_kafka import Consumer
 
-from streams.finishing import CommitTiming, Finisher
+from streams.finishing import Committer, CommitTiming, Finisher
 from streams.partition import Partition
 from streams.records import SourceRecord
-from tests.unit.engine_fakes import EchoHandler, FakeTxnProducer, FrozenClock, until
+from streams.settings import Settings
+from streams.transaction import Transaction
+from tests.unit.engine_fakes import (
+    EchoHandler,
+    FakeBroker,
+    FakeClients,
+    FakeProducer,
+    FrozenClock,
+    joined_consumer,
+    until,
+)
 
-TP = TopicPartition("in", 0)
+TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
-class CountingPartition(Partition):
-    """Counts the finisher's commit calls, including those that would find nothing to do."""
+class CountingTransaction(Transaction):
+    """Counts the committer's commit calls, including any that would find nothing to do."""
 
     commit_calls = 0
 
-    async def commit(self, group_id: str, consumer: AIOKafkaConsumer) -> None:
+    async def commit(self, parts: Iterable[Partition], consumer: Consumer) -> bool:
         self.commit_calls += 1
-        await super().commit(group_id, consumer)
+        return await super().commit(parts, consumer)
 
 
-def _feed(part: Partition, *offsets: int) -> None:
-    """Records as the fetch loop queues them: prepared (here: done at once), outstanding."""
-    loop = asyncio.get_running_loop()
-    for offset in offsets:
-        rec = SourceRecord("in", 0, offset, b"k", b"v%d" % offset, 0.0, ())
-        prepared: asyncio.Future[Any] = loop.create_future()
-        prepared.set_result(rec.value)
-        part.queue.put_nowait((rec, prepared))
-        part.outstanding += 1
+@dataclass
+class Rig:
+    clock: FrozenClock
+    broker: FakeBroker
+    producer: FakeProducer
+    txn: CountingTransaction
+    parts: dict[TopicPartition, Partition]
+    committer: Committer
+    handler: EchoHandler
+
+    def feed(
+        self, tp: TopicPartition, *offsets: int, prepared: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Records as the fetch loop queues them: prepared (by default: done at once),
+        outstanding."""
+        part = self.parts[tp]
+        for offset in offsets:
+            rec = SourceRecord(tp.topic, tp.partition, offset, b"k", _value(tp, offset), 0.0, ())
+            if prepared is None:
+                done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                done.set_result(rec.value)
+            part.queue.put_nowait((rec, done if prepared is None else prepared))
+            part.outstanding += 1
+
+    def finished(self, tp: TopicPartition) -> int | None:
+        return self.parts[tp].finished_offset
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self.parts[tp].committed_offset
+
+    @property
+    def produced(self) -> int:
+        return sum(1 for c in self.producer.calls if c[0] == "produce")
+
+
+def _value(tp: TopicPartition, offset: int) -> bytes:
+    return b"v%d-%d" % (tp.partition, offset)
 
 
 def _run(
     timing: CommitTiming,
-    test: Callable[[CountingPartition, FakeTxnProducer, FrozenClock, EchoHandler], Awaitable[None]],
+    test: Callable[[Rig], Awaitable[None]],
+    *,
+    handler: EchoHandler | None = None,
     wall_clock: FrozenClock | None = None,
 ) -> None:
     async def main() -> None:
         clock = FrozenClock(100.0)
-        producer = FakeTxnProducer()
-        part = CountingPartition(TP, producer, transactional=True, tables={}, clock=clock)  # type: ignore[arg-type]
-        handler = EchoHandler()
-        finisher = Finisher(
-            part,
-            handler,
-            None,  # type: ignore[arg-type]  # transactional: offsets go through the producer
-            group_id="app",
-            timing=timing,
-            clock=clock,
-            wall_clock=wall_clock or FrozenClock(0.0),
-        )
-        task = asyncio.get_running_loop().create_task(finisher.run())
+        broker = FakeBroker()
+        clients = FakeClients(Settings(app_id="app", instance_id="w1"), broker)
+        producer = clients.producer(True)
+        txn = CountingTransaction(producer, clients, transactional=True, clock=clock)
+        await txn.start()
+        parts = {tp: Partition(tp, txn, tables={}) for tp in (TP0, TP1)}
+        consumer = joined_consumer(broker)
+        txn.group_metadata = consumer.consumer_group_metadata()  # as the engine's assignment
+        committer = Committer(txn, lambda: parts, consumer, timing, clock=clock)
+        rig = Rig(clock, broker, producer, txn, parts, committer, handler or EchoHandler())
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(committer.run())] + [
+            loop.create_task(
+                Finisher(
+                    part,
+                    rig.handler,
+                    timing=timing,
+                    on_finished=committer.wake.set,
+                    clock=clock,
+                    wall_clock=wall_clock or FrozenClock(0.0),
+                ).run()
+            )
+            for part in parts.values()
+        ]
         try:
-            await test(part, producer, clock, handler)
+            await test(rig)
         finally:
-            task.cancel()
-            await asyncio.wait([task])
-        assert task.cancelled()  # it ran until cancelled: no error of its own
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            clients.shutdown()
+        assert all(t.cancelled() for t in tasks)  # they ran until cancelled: no error
 
     asyncio.run(main())
 
 
-def test_a_busy_partition_commits_once_per_interval_and_not_before() -> None:
-    async def test(
-        part: CountingPartition, producer: FakeTxnProducer, clock: FrozenClock, _: EchoHandler
-    ) -> None:
-        _feed(part, 0, 1, 2)
-        await until(lambda: part.finished_offset == 3)
+def test_a_busy_worker_commits_once_per_interval_and_not_before() -> None:
+    async def test(rig: Rig) -> None:
+        rig.feed(TP0, 0, 1, 2)
+        rig.feed(TP1, 0)
+        await until(lambda: rig.finished(TP0) == 3 and rig.finished(TP1) == 1)
         await asyncio.sleep(0.05)
-        assert part.commit_calls == 0 and producer.commits == []  # the clock has not moved
-        assert part.in_txn and part.uncommitted
+        assert rig.txn.commit_calls == 0 and rig.producer.commits == []  # the clock stood
+        assert rig.txn.pending and all(p.offset_moved for p in rig.parts.values())
 
-        clock.now = 100.5  # half an interval later, more work: still no commit
-        _feed(part, 3)
-        await until(lambda: part.finished_offset == 4)
+        rig.clock.now = 100.5  # half an interval later, more work: still no commit
+        rig.feed(TP0, 3)
+        await until(lambda: rig.finished(TP0) == 4)
         await asyncio.sleep(0.05)
-        assert part.commit_calls == 0 and producer.commits == []
+        assert rig.txn.commit_calls == 0 and rig.producer.commits == []
 
-        clock.now = 101.0  # an interval after the last commit (the partition's start)
-        _feed(part, 4)
-        await until(lambda: part.committed_offset == 5)
-        assert part.commit_calls == 1 and len(producer.commits) == 1
-        assert ("offsets", {TP: 5}, "app") in producer.calls
+        rig.clock.now = 101.0  # an interval after the last commit (the session's start)
+        rig.feed(TP1, 1)
+        await until(lambda: rig.committed(TP1) == 2)
+        assert rig.txn.commit_calls == 1 and len(rig.producer.commits) == 1
+        # one transaction for both partitions' records and offsets
+        assert rig.producer.offsets == [{TP0: 4, TP1: 2}] and rig.committed(TP0) == 4
 
-        _feed(part, 5, 6)  # the same instant: they wait for the next interval
-        await until(lambda: part.finished_offset == 7)
+        rig.feed(TP0, 4, 5)  # the same instant: they wait for the next interval
+        await until(lambda: rig.finished(TP0) == 6)
         await asyncio.sleep(0.05)
-        assert part.commit_calls == 1 and part.committed_offset == 5
+        assert rig.txn.commit_calls == 1 and rig.committed(TP0) == 4
 
-        clock.now = 102.5
-        _feed(part, 7)
-        await until(lambda: part.committed_offset == 8)
-        assert part.commit_calls == 2 and len(producer.commits) == 2
-        assert [c[1] for c in producer.calls if c[0] == "offsets"] == [{TP: 5}, {TP: 8}]
-        sent = [c[2] for c in producer.calls if c[0] == "send"]
-        assert sent == [b"v%d" % i for i in range(8)]  # every record once, in offset order
+        rig.clock.now = 102.5
+        rig.feed(TP1, 2)
+        await until(lambda: rig.committed(TP1) == 3)
+        assert rig.txn.commit_calls == 2 and len(rig.producer.commits) == 2
+        assert rig.producer.offsets == [{TP0: 4, TP1: 2}, {TP0: 6, TP1: 3}]
+        outputs = [v for _, v in rig.broker.outputs]
+        for tp, n in ((TP0, 6), (TP1, 3)):  # every record once, in offset order
+            assert [v for v in outputs if v in {_value(tp, i) for i in range(n)}] == [
+                _value(tp, i) for i in range(n)
+            ]
+        assert len(outputs) == 9
 
     # idle_gap equal to the interval: only the interval can make these commits
     _run(CommitTiming(interval_s=1.0, idle_gap_s=1.0, sweep_interval_s=1e9), test)
 
 
-def test_an_idle_partition_commits_after_the_gap_and_not_again_without_progress() -> None:
-    async def test(
-        part: CountingPartition, producer: FakeTxnProducer, clock: FrozenClock, _: EchoHandler
-    ) -> None:
-        _feed(part, 0, 1)
-        await until(lambda: part.finished_offset == 2)
-        # idle, with work to commit: the finisher looks again every 20 ms of real time, but by
-        # the (frozen) clock the gap after the last commit has not passed
+def test_an_idle_worker_commits_after_the_gap_and_not_again_without_progress() -> None:
+    async def test(rig: Rig) -> None:
+        rig.feed(TP0, 0, 1)
+        rig.feed(TP1, 0)
+        await until(lambda: rig.finished(TP0) == 2 and rig.finished(TP1) == 1)
+        # idle, with work to commit: the committer looks again every 20 ms of real time, but
+        # by the (frozen) clock the gap after the last commit has not passed
         await asyncio.sleep(0.15)
-        assert part.commit_calls == 0 and producer.commits == []
+        assert rig.txn.commit_calls == 0 and rig.producer.commits == []
 
-        clock.now = 100.02
-        await until(lambda: part.committed_offset == 2)
-        assert part.commit_calls == 1 and len(producer.commits) == 1
+        rig.clock.now = 100.02
+        await until(lambda: rig.committed(TP0) == 2 and rig.committed(TP1) == 1)
+        assert rig.txn.commit_calls == 1 and rig.producer.offsets == [{TP0: 2, TP1: 1}]
 
-        clock.now = 200.0  # much later, nothing moved: no commit, not even a call
-        await asyncio.sleep(0.5)  # the idle finisher wakes every 5 intervals (0.2 s)
-        assert part.commit_calls == 1 and len(producer.commits) == 1
-        assert [c[0] for c in producer.calls].count("begin") == 1  # no empty transaction
+        rig.clock.now = 200.0  # much later, nothing moved: no commit, not even a call
+        await asyncio.sleep(0.3)  # the idle committer wakes every interval (0.04 s)
+        assert rig.txn.commit_calls == 1 and len(rig.producer.commits) == 1
+        assert [c[0] for c in rig.producer.calls].count("begin") == 1  # no empty transaction
 
-        _feed(part, 2)  # progress again, long after the last commit: committed at once
-        await until(lambda: part.committed_offset == 3)
-        assert part.commit_calls == 2 and len(producer.commits) == 2
+        rig.feed(TP1, 1)  # progress again, long after the last commit: committed at once
+        await until(lambda: rig.committed(TP1) == 2)
+        assert rig.txn.commit_calls == 2 and rig.producer.offsets[-1] == {TP1: 2}
 
     _run(CommitTiming(interval_s=0.04, idle_gap_s=0.02, sweep_interval_s=1e9), test)
 
 
-def test_sweeps_follow_the_injected_clocks() -> None:
+def test_while_a_partition_has_work_the_worker_commits_at_the_interval_not_the_gap() -> None:
+    async def test(rig: Rig) -> None:
+        slow: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        rig.feed(TP0, 0, prepared=slow)  # still being prepared (the model call): busy
+        rig.feed(TP1, 0, 1)
+        await until(lambda: rig.finished(TP1) == 2)
+        rig.clock.now = 100.5  # well past the idle gap, not the interval
+        rig.feed(TP1, 2)
+        await until(lambda: rig.finished(TP1) == 3)
+        await asyncio.sleep(0.05)
+        assert rig.txn.commit_calls == 0
+
+        rig.clock.now = 101.0
+        rig.feed(TP1, 3)
+        await until(lambda: rig.committed(TP1) == 4)
+        assert rig.producer.offsets == [{TP1: 4}]  # in[0] has finished nothing yet
+
+        slow.set_result(b"late")  # now every partition is out of work: the idle gap counts
+        await until(lambda: rig.finished(TP0) == 1)
+        await asyncio.sleep(0.05)
+        assert rig.txn.commit_calls == 1  # under the gap since the last commit
+        rig.clock.now = 101.02
+        await until(lambda: rig.committed(TP0) == 1)
+        assert rig.producer.offsets == [{TP1: 4}, {TP0: 1}]
+        assert rig.txn.commit_calls == 2
+
+    _run(CommitTiming(interval_s=1.0, idle_gap_s=0.02, sweep_interval_s=1e9), test)
+
+
+def test_a_commit_waits_for_the_record_being_finished() -> None:
+    """The commit closes the gate and waits: the record half-way through its sends finishes
+    first, and its outputs go into the transaction together with its offset."""
+    handler = EchoHandler(gate=asyncio.Event())
+
+    async def test(rig: Rig) -> None:
+        assert handler.gate is not None
+        rig.feed(TP0, 0)
+        await until(lambda: handler.halfway == [(0, 0)])  # one of its two outputs sent
+        rig.clock.now = 101.0
+        rig.committer.wake.set()
+        await until(lambda: rig.txn.commit_calls == 1)
+        await asyncio.sleep(0.05)
+        assert rig.producer.offsets == [] and rig.producer.commits == []  # it waits
+        assert rig.finished(TP0) is None
+
+        handler.gate.set()
+        await until(lambda: rig.committed(TP0) == 1)
+        assert rig.producer.offsets == [{TP0: 1}] and len(rig.producer.commits) == 1
+        assert rig.broker.outputs == [("out", b"v0-0/1"), ("out", b"v0-0")]
+
+    _run(CommitTiming(interval_s=1.0, idle_gap_s=1.0, sweep_interval_s=1e9), test, handler=handler)
+
+
+def test_nothing_is_produced_while_a_commit_is_in_flight() -> None:
+    """Records (and sweeps) wait at the gate until the commit is done: librdkafka would put
+    their outputs into the committing transaction, or refuse them."""
+
+    async def test(rig: Rig) -> None:
+        rig.feed(TP0, 0)
+        await until(lambda: rig.finished(TP0) == 1)
+        rig.producer.hold()  # the broker is slow to answer the commit
+        rig.clock.now = 101.0
+        rig.committer.wake.set()
+        await until(rig.producer.commits_begun.is_set)
+        rig.feed(TP0, 1)
+        rig.feed(TP1, 0)
+        await asyncio.sleep(0.1)
+        assert rig.produced == 1 and rig.producer.produced_while_committing == 0
+        assert rig.finished(TP0) == 1 and rig.finished(TP1) is None
+
+        rig.producer.release()
+        await until(lambda: rig.finished(TP0) == 2 and rig.finished(TP1) == 1)
+        assert rig.producer.produced_while_committing == 0
+        assert rig.broker.outputs == [("out", b"v0-0")]  # the first transaction only
+        calls = [c[0] for c in rig.producer.calls]
+        assert (
+            calls == [*("init", "begin", "produce", "offsets", "commit", "begin")] + ["produce"] * 2
+        )  # the waiting records open the next transaction
+
+        rig.clock.now = 102.0
+        rig.committer.wake.set()
+        await until(lambda: rig.committed(TP0) == 2 and rig.committed(TP1) == 1)
+        assert rig.producer.offsets == [{TP0: 1}, {TP0: 2, TP1: 1}]
+        assert rig.broker.values() == [b"v0-0", b"v0-1", b"v1-0"]
+
+    _run(CommitTiming(interval_s=1.0, idle_gap_s=1.0, sweep_interval_s=1e9), test)
+
+
+def test_sweeps_after_records_follow_the_injected_clocks() -> None:
     wall = FrozenClock(5000.0)
 
-    async def test(
-        part: CountingPartition, producer: FakeTxnProducer, clock: FrozenClock, h: EchoHandler
-    ) -> None:
-        await asyncio.sleep(0.5)
-        assert h.sweeps == []
-        clock.now = 130.0  # a sweep interval after the finisher started
-        await until(lambda: len(h.sweeps) == 1, timeout_s=2.0)
-        assert h.sweeps == [5000.0]  # the sweep's ``now`` is the wall clock's
+    async def test(rig: Rig) -> None:
+        rig.feed(TP0, 0)
+        await until(lambda: rig.finished(TP0) == 1)
+        await asyncio.sleep(0.05)
+        assert rig.handler.sweeps == []  # under a sweep interval since the finisher started
+        rig.clock.now = 130.0  # a sweep interval later: the next record is followed by one
+        rig.feed(TP0, 1)
+        await until(lambda: len(rig.handler.sweeps) == 1)
+        assert rig.handler.sweeps == [5000.0]  # the sweep's ``now`` is the wall clock's
         wall.now = 5100.0
-        await asyncio.sleep(0.5)
-        assert h.sweeps == [5000.0]  # the clock did not move: no second sweep
-        clock.now = 160.0
-        await until(lambda: len(h.sweeps) == 2, timeout_s=2.0)
-        assert h.sweeps == [5000.0, 5100.0]
-        assert part.commit_calls == 0 and producer.calls == []  # sweeps that changed nothing
+        rig.feed(TP0, 2)
+        await until(lambda: rig.finished(TP0) == 3)
+        await asyncio.sleep(0.05)
+        assert rig.handler.sweeps == [5000.0]  # the clock did not move: no second sweep
+        rig.clock.now = 160.0
+        rig.feed(TP0, 3)
+        await until(lambda: len(rig.handler.sweeps) == 2)
+        assert rig.handler.sweeps == [5000.0, 5100.0]
 
-    _run(CommitTiming(interval_s=0.04, idle_gap_s=0.02, sweep_interval_s=30.0), test, wall)
+    _run(CommitTiming(interval_s=1e9, idle_gap_s=1e9, sweep_interval_s=30.0), test, wall_clock=wall)
+
+
+def test_an_idle_partition_sweeps_and_only_a_sweep_that_changed_something_commits() -> None:
+    wall = FrozenClock(5000.0)
+
+    async def test(rig: Rig) -> None:
+        rig.clock.now = 101.0  # commits would be due: only sweeps can make one here
+        await until(lambda: len(rig.handler.sweeps) >= 6)  # each partition, every 50 ms
+        assert set(rig.handler.sweeps) == {5000.0}
+        assert rig.producer.calls == [("init",)] and rig.txn.commit_calls == 0
+
+        rig.handler.sweep_sends = True  # a sweep that expires a row: its tombstone commits
+        await until(lambda: len(rig.producer.commits) >= 1)
+        assert rig.producer.offsets == []  # no record finished: no offsets
+        assert rig.broker.outputs[0] == ("out", None)
+
+    _run(
+        CommitTiming(interval_s=0.04, idle_gap_s=0.02, sweep_interval_s=0.05), test, wall_clock=wall
+    )

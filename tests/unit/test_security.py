@@ -1,4 +1,5 @@
-"""streams.security: Settings -> aiokafka options and Faust credentials (no network)."""
+"""streams.security: Settings -> aiokafka options, Faust credentials and librdkafka configuration
+(no network)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import faust
 import pytest
 from cryptography import x509
@@ -16,7 +18,12 @@ from cryptography.x509.oid import NameOID
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from streams.security import KafkaSecurityError, faust_credentials, kafka_client_kwargs
+from streams.security import (
+    KafkaSecurityError,
+    faust_credentials,
+    kafka_client_kwargs,
+    librdkafka_config,
+)
 from streams.settings import Settings
 
 
@@ -216,3 +223,107 @@ def test_faust_credentials_match_the_aiokafka_options(pki: dict[str, Path], prot
     for key in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password"):
         assert faust_side[key] == ours[key]
     assert (faust_side["ssl_context"] is None) == (protocol == "SASL_PLAINTEXT")
+
+
+# --- librdkafka (confluent-kafka) configuration ---------------------------------------------------
+
+
+def test_librdkafka_plaintext_is_the_protocol_alone() -> None:
+    assert librdkafka_config(Settings()) == {"security.protocol": "PLAINTEXT"}
+
+
+def test_librdkafka_sasl_plaintext_with_a_password() -> None:
+    settings = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="worker",
+        kafka_sasl_password="s3cret",
+    )
+    assert librdkafka_config(settings) == {
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "worker",
+        "sasl.password": "s3cret",
+    }
+
+
+def test_librdkafka_sasl_ssl_reads_the_password_file(tmp_path: Path, pki: dict[str, Path]) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from-a-file \n")
+    settings = sasl_ssl(
+        pki,
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_password=None,
+        kafka_sasl_password_file=secret,
+    )
+    assert librdkafka_config(settings) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "worker",
+        "sasl.password": "from-a-file ",
+        "ssl.ca.location": str(pki["ca"]),
+        "ssl.endpoint.identification.algorithm": "https",  # as ssl_context checks host names
+    }
+    assert kafka_client_kwargs(settings)["ssl_context"].check_hostname
+
+
+def test_librdkafka_mutual_tls_names_the_ca_certificate_and_key(pki: dict[str, Path]) -> None:
+    settings = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=pki["ca"],
+        kafka_ssl_certfile=pki["cert"],
+        kafka_ssl_keyfile=pki["key"],
+    )
+    assert librdkafka_config(settings) == {
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki["ca"]),
+        "ssl.certificate.location": str(pki["cert"]),
+        "ssl.key.location": str(pki["key"]),
+        "ssl.endpoint.identification.algorithm": "https",
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"kafka_sasl_username": None}, "needs a SASL user: set INFERSTREAM_KAFKA_SASL_USERNAME"),
+        ({"kafka_sasl_password_file": Path("/x")}, "keep one"),
+        ({"kafka_sasl_password": ""}, "is empty"),
+        ({"kafka_security_protocol": "SASL_PLAINTEXT"}, "uses no TLS"),
+        ({"kafka_ssl_cafile": Path("/nonexistent/ca.crt")}, "ca.crt: no such file"),
+    ],
+)
+def test_librdkafka_config_refuses_inconsistent_settings(
+    pki: dict[str, Path], overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(KafkaSecurityError, match=r"^Kafka security settings: ") as err:
+        librdkafka_config(sasl_ssl(pki, **overrides))
+    assert message in str(err.value)
+
+
+def test_librdkafka_config_refuses_an_encrypted_client_key(pki: dict[str, Path]) -> None:
+    settings = sasl_ssl(pki, kafka_ssl_certfile=pki["cert"], kafka_ssl_keyfile=pki["encrypted_key"])
+    with pytest.raises(KafkaSecurityError, match="is encrypted"):
+        librdkafka_config(settings)
+
+
+@pytest.mark.parametrize("shape", ["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"])
+def test_librdkafka_accepts_the_config(pki: dict[str, Path], shape: str) -> None:
+    """librdkafka checks every property, and loads the TLS files, when a client is made."""
+    settings = {
+        "PLAINTEXT": Settings(),
+        "SASL_PLAINTEXT": sasl_ssl(
+            pki, kafka_security_protocol="SASL_PLAINTEXT", kafka_ssl_cafile=None
+        ),
+        "SASL_SSL": sasl_ssl(pki),
+        "SSL": Settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=pki["ca"],
+            kafka_ssl_certfile=pki["cert"],
+            kafka_ssl_keyfile=pki["key"],
+        ),
+    }[shape]
+    conf = librdkafka_config(settings)
+    # raises KafkaException on an unknown property, a bad value or an unloadable TLS file
+    producer = confluent_kafka.Producer({"bootstrap.servers": "127.0.0.1:1", **conf})
+    producer.flush(0)  # nothing was produced; the refused connections are only logged
