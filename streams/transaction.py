@@ -139,7 +139,9 @@ class Transaction:
         try:
             self.producer.produce(topic, value, **kwargs)
         except (KafkaException, BufferError) as exc:
-            raise TransactionError(f"produce to {topic}: {exc}") from exc
+            self.producer.poll(0)  # a transaction in error: the refused records say why
+            why = f" after records refused: {'; '.join(self._errors[:3])}" if self._errors else ""
+            raise TransactionError(f"produce to {topic}: {exc}{why}") from exc
 
     def _delivered(self, err: Any, msg: Any) -> None:
         """librdkafka's delivery report (served inside flush/commit, maybe in a client
@@ -173,6 +175,18 @@ class Transaction:
                 self.gate.reopen()
 
     async def _commit(self, parts: list[Partition], consumer: Consumer) -> bool:
+        try:
+            return await self._commit_parts(parts, consumer)
+        except TransactionError as exc:
+            # a commit that failed because records were refused says which and why (an ACL
+            # missing on one output topic, say), not only librdkafka's "see delivery reports"
+            self.producer.poll(0)
+            if self._errors:
+                errors, self._errors = self._errors, []
+                raise TransactionError(f"records refused: {'; '.join(errors[:3])}") from exc
+            raise
+
+    async def _commit_parts(self, parts: list[Partition], consumer: Consumer) -> bool:
         parts = [p for p in parts if not p.closed]
         offsets = {
             p.tp: p.finished_offset

@@ -312,7 +312,7 @@ def test_the_worker_process_runs_on_its_credentials_and_waits_out_a_missing_gran
             line for line in proc.log_path.read_text().splitlines()
             if "processing session reset" in line
         ]  # fmt: skip
-        assert all("TopicAuthorizationFailed" in line for line in resets), resets
+        assert all("TOPIC_AUTHORIZATION_FAILED" in line for line in resets), resets
         nothing = kafka_io.consume(
             admin.bootstrap_servers, [admin.topic_out], until=lambda r: False, timeout_s=3,
             settle_s=0, settings=admin,
