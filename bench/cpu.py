@@ -1,7 +1,9 @@
 """Where the CPU went during a phase: CPU seconds of each component's process tree (the worker or
 naive peer, Triton with its python-backend stubs, the Kafka JVM, this load generator), and the
 machine's busy and steal time from /proc/stat (steal = time the hypervisor gave to other guests:
-the sign of a shared machine). Linux /proc only; elsewhere the figures are empty.
+the sign of a shared machine). A JVM's JIT compiler threads are also counted on their own
+(``<name>_jit``): a fresh Kafka broker spends minutes compiling, which a broker that has run for
+days does not. Linux /proc only; elsewhere the figures are empty.
 """
 
 from __future__ import annotations
@@ -68,6 +70,27 @@ def _machine() -> tuple[float, float, float]:
     return (user + nice + system + irq + softirq) / TICK, steal / TICK, total / TICK
 
 
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # HotSpot's, as /proc shows their names
+
+
+def _jit_seconds(pid: int) -> float:
+    """CPU seconds of a JVM's JIT compiler threads."""
+    total = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, PermissionError):
+        return 0.0
+    for task in tasks:
+        try:
+            if not (task / "comm").read_text().startswith(JIT_THREADS):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
 def pid_file(path: Path) -> Callable[[], int | None]:
     def read() -> int | None:
         try:
@@ -83,9 +106,15 @@ class CpuMeter:
     ``self_only`` components count their own process, not its children (the load generator
     is the parent of the worker it started)."""
 
-    def __init__(self, roots: Roots, self_only: tuple[str, ...] = ("load",)) -> None:
+    def __init__(
+        self,
+        roots: Roots,
+        self_only: tuple[str, ...] = ("load",),
+        jvms: tuple[str, ...] = ("kafka",),
+    ) -> None:
         self.roots = roots
         self.self_only = self_only
+        self.jvms = jvms  # their JIT threads are also reported as <name>_jit
 
     def sample(self) -> Sample:
         procs = _processes() if Path("/proc/self/stat").exists() else {}
@@ -98,6 +127,8 @@ class CpuMeter:
                 seconds[name] = procs.get(pid, (0, 0.0))[1]
             else:
                 seconds[name] = _tree(pid, procs)
+            if name in self.jvms:
+                seconds[f"{name}_jit"] = _jit_seconds(pid)
         busy, steal, total = _machine()
         return Sample(time.monotonic(), seconds, busy, steal, total)
 
@@ -109,11 +140,12 @@ class CpuMeter:
         used = {k: b.seconds[k] - a.seconds[k] for k in b.seconds if k in a.seconds}
         total = b.total - a.total
         busy = (b.busy - a.busy) / wall
+        own = sum(v for k, v in used.items() if not k.endswith("_jit"))  # JIT: part of its JVM
         return {
             "wall_s": round(wall, 2),
             "cores": {k: round(v / wall, 2) for k, v in used.items()},
             "cpu_ms_per_event": {k: round(1000 * v / events, 2) for k, v in used.items() if events},
             "machine_busy_cores": round(busy, 2),
-            "others_cores": round(max(0.0, busy - sum(used.values()) / wall), 2),
+            "others_cores": round(max(0.0, busy - own / wall), 2),
             "steal_pct": round(100 * (b.steal - a.steal) / total, 1) if total > 0 else None,
         }

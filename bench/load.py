@@ -84,7 +84,9 @@ class Collector:
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
-            fetch_max_wait_ms=50,
+            # a chat backend waiting on a turn reads its results with short fetch waits: the
+            # broker may hold a read_committed fetch for this long after a commit
+            fetch_max_wait_ms=10,
         )
         await consumer.start()
         parts = [tp for t in self.topics for tp in await topic_partitions(consumer, t)]

@@ -11,6 +11,7 @@ class Plan:
 
     mode: str
     warmup_n: int
+    jvm_warm_s: float  # more warm-up rounds, at most this long, until Kafka's JIT has settled
     flat_s: float  # length of a flat-out phase
     flat_window: int  # the smallest flat-out window (see scenarios.Session.window)
     rate_s: float  # length of an offered-rate phase
@@ -37,7 +38,8 @@ class Plan:
     def quick() -> Plan:
         return Plan(
             mode="quick",
-            warmup_n=600,  # a fresh broker JVM spends its first minute compiling
+            warmup_n=600,  # a fresh broker JVM spends its first minutes compiling
+            jvm_warm_s=150.0,
             flat_s=6.0,
             flat_window=64,
             rate_s=6.0,
@@ -66,6 +68,7 @@ class Plan:
         return Plan(
             mode="full",
             warmup_n=1500,
+            jvm_warm_s=300.0,
             flat_s=25.0,
             flat_window=64,
             rate_s=25.0,

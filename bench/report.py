@@ -316,13 +316,14 @@ def _cpu_table(res: dict[str, Any]) -> list[str]:
         client = cores.get("target", cores.get("perf_analyzer"))
         rows.append(
             [name, fmt(client, 2), fmt(cores.get("triton"), 2), fmt(cores.get("kafka"), 2),
-             fmt(cores.get("load"), 2), fmt(cpu.get("others_cores"), 2),
+             fmt(cores.get("kafka_jit"), 2), fmt(cores.get("load"), 2),
+             fmt(cpu.get("others_cores"), 2),
              fmt(cpu.get("machine_busy_cores"), 2), fmt(cpu.get("steal_pct"), 1)]
         )  # fmt: skip
     if not rows:
         return []
-    head = ["phase", "worker / peer / perf_analyzer", "Triton", "Kafka", "load generator",
-            "other processes", "machine busy", "steal %"]  # fmt: skip
+    head = ["phase", "worker / peer / perf_analyzer", "Triton", "Kafka", "of it JIT",
+            "load generator", "other processes", "machine busy", "steal %"]  # fmt: skip
     cpus = _get(res, "meta", "cpus")
     return [f"### Where the CPU went (cores used, of {cpus})", "", *_table(head, rows)]
 

@@ -219,6 +219,7 @@ def run_target(target: Target, plan: Plan, pool: TextPool, log: Log, body: Body)
                 if not warm["drained"]:
                     raise ProcessFailed("no answers to the warm-up events within 240 s")
                 first = session.first_answer_s("warmup")
+                await warm_jvm(session)
                 return {"first_answer_s": first} | await body(session)
 
         out |= asyncio.run(go())
@@ -234,6 +235,29 @@ def run_target(target: Target, plan: Plan, pool: TextPool, log: Log, body: Body)
         out["stop_s"] = round(time.monotonic() - stopping, 1)
         out["scenario_s"] = round(time.monotonic() - began, 1)
     return out
+
+
+JIT_SETTLED = 0.10  # the broker's JIT threads under this share of its CPU in a warm-up round
+
+
+async def warm_jvm(session: Session) -> None:
+    """More warm-up rounds (flat out, not recorded) until Kafka's JIT compiler threads use
+    under ``JIT_SETTLED`` of the broker's CPU, for at most ``plan.jvm_warm_s``: the phases that
+    follow measure a broker that runs its compiled code, as one that has run for days does (the
+    JIT's share is still reported per phase, as ``kafka_jit``)."""
+    deadline = time.monotonic() + session.plan.jvm_warm_s
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        r = await session.phase(f"jvmwarm{n}", count=session.plan.warmup_n, flat=True, record=False)
+        per = (r.get("cpu") or {}).get("cpu_ms_per_event") or {}
+        kafka, jit = per.get("kafka"), per.get("kafka_jit")
+        if not kafka or jit is None:
+            return  # no /proc figures: nothing to wait for
+        share = jit / kafka
+        session.log(f"    (Kafka JIT {share:.0%} of the broker's CPU)")
+        if share < JIT_SETTLED:
+            return
 
 
 def rate_at(fraction: float, capacity: Any) -> float | None:

@@ -212,7 +212,12 @@ def create_app(
     docs = documents.DocumentHandler(
         settings, classifier, worker_id=worker_id, governor=governor, metrics=metrics
     )
-    engine = Engine(settings, [handler, docs], on_reset=metrics.resets.inc)
+    engine = Engine(
+        settings,
+        [handler, docs],
+        on_reset=metrics.resets.inc,
+        on_commit=metrics.stage.labels("commit").observe,
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def process() -> None:

@@ -109,6 +109,10 @@ class KafkaClients:
         }
         if transactional:
             conf["transactional.id"] = transactional_id(s)
+            # records wait for the commit anyway (read_committed readers see them only then,
+            # and a commit flushes at once): batch them for up to a commit interval, as Kafka
+            # Streams does, instead of a produce request every 2 ms
+            conf["linger.ms"] = max(2.0, s.commit_interval_ms)
             conf["transaction.timeout.ms"] = int(s.transaction_timeout_s * 1000)
         return Producer(conf)
 

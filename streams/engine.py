@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -86,6 +87,7 @@ class Engine:
         client_kwargs: ClientKwargs | None = None,
         sweep_interval_s: float = 30.0,
         on_reset: Callable[[], None] = lambda: None,
+        on_commit: Callable[[float], None] = lambda seconds: None,
         clients: KafkaClients | None = None,
         backoff: Backoff | None = None,
         clock: Clock = time.monotonic,
@@ -93,6 +95,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.on_reset = on_reset
+        self.on_commit = on_commit  # seconds each commit held finishing up
         self.settings = settings
         self.handlers = {t: h for h in handlers for t in h.topics}
         self.clients = clients or KafkaClients(settings, client_kwargs)
@@ -171,6 +174,7 @@ class Engine:
             transactional=self.transactional,
             commit_timeout_s=self.settings.commit_timeout_s,
             clock=self.clock,
+            on_commit=self.on_commit,
         )
         consumer: Consumer | None = None
         committing: asyncio.Task[None] | None = None
@@ -178,7 +182,10 @@ class Engine:
         try:
             await txn.start()  # fences this worker's previous run before anything is read
             consumer = self._consumer = self.clients.consumer(
-                self.group_id, list(self.handlers), self._on_assign, self._on_revoke
+                self.group_id,
+                list(self.handlers),
+                functools.partial(self._on_assign, txn),
+                functools.partial(self._on_revoke, txn),
             )
             committer = self._committer = Committer(
                 txn, lambda: self.parts, consumer, self.timing, clock=self.clock
@@ -218,38 +225,53 @@ class Engine:
             self._fail(EngineReset(f"commit failed: {type(exc).__name__}: {exc}"))
 
     # --- rebalances (librdkafka calls these in its consume, in a client thread) ----------------
-    def _on_assign(self, consumer: Consumer, partitions: list[Any]) -> None:
+    # Each session's callbacks carry its transaction: a callback of a session that has ended
+    # (its consumer still polling out a rebalance) must not open partitions in the next one.
+    def _on_assign(self, txn: Transaction, consumer: Consumer, partitions: list[Any]) -> None:
         assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
-        if self._txn is not None:  # this generation's: what the offsets are fenced by
-            self._txn.group_metadata = consumer.consumer_group_metadata()
-        self._in_loop(self.assign(assigned), "assignment")
+        txn.group_metadata = consumer.consumer_group_metadata()  # what offsets are fenced by
+        self._in_loop(txn, self.assign(assigned, txn), "assignment")
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
+    def _on_revoke(self, txn: Transaction, consumer: Consumer, partitions: list[Any]) -> None:
         revoked = {TopicPartition(p.topic, p.partition) for p in partitions}
-        self._in_loop(self.revoke(revoked), "revoke")
+        self._in_loop(txn, self.revoke(revoked, txn), "revoke")
 
-    def _in_loop(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+    def _in_loop(self, txn: Transaction, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a rebalance step on the event loop and wait for it (the consumer's thread may
         block: librdkafka waits for its callback). A failure ends the session."""
-        assert self._loop is not None
+        loop = self._loop
+        assert loop is not None
         try:
             # bounded for a loop that is gone; an assignment restores tables (minutes at most)
-            asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=900.0)
+            asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=900.0)
         except (Exception, concurrent.futures.CancelledError) as exc:
             log.error("%s failed: %r", what, exc)
-            loop = self._loop
             err = EngineReset(f"{what} failed: {exc!r}")
-            loop.call_soon_threadsafe(self._fail, err)
+            loop.call_soon_threadsafe(self._fail_session, txn, err)
 
-    async def assign(self, assigned: set[TopicPartition]) -> None:
+    def _fail_session(self, txn: Transaction, exc: BaseException) -> None:
+        if txn is self._txn:
+            self._fail(exc)
+
+    def _current(self, txn: Transaction | None) -> bool:
+        """Whether a rebalance step belongs to the session running now (``None``: a caller
+        outside the consumer's callbacks)."""
+        return txn is None or (txn is self._txn and not txn.closed)
+
+    async def assign(self, assigned: set[TopicPartition], txn: Transaction | None = None) -> None:
+        if not self._current(txn):
+            log.info("assignment of an ended session ignored")
+            return
         for tp in sorted(assigned - set(self.parts)):
             await self._open(tp)
         self.ready.set()
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)))
 
-    async def revoke(self, revoked: set[TopicPartition]) -> None:
+    async def revoke(self, revoked: set[TopicPartition], txn: Transaction | None = None) -> None:
         """Stop the revoked partitions' finishers at a record boundary and commit what every
         partition finished (one transaction), then end the revoked ones."""
+        if not self._current(txn):
+            return  # its partitions ended with its session
         self.ready.clear()
         # they stay in ``parts`` until closed: a commit the committer makes meanwhile carries
         # their offsets with their outputs

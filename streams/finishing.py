@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CommitTiming:
-    """When the session commits: every ``interval_s`` while it is busy; when every partition
-    has run out of work, but no sooner than ``idle_gap_s`` after the last commit (work that
+    """When the session commits: every ``interval_s`` while it is busy finishing records; when
+    no partition has a record it could finish now (each waits for its next record, or for the
+    model's answer to it), but no sooner than ``idle_gap_s`` after the last commit (work that
     comes meanwhile joins the transaction). Each partition with nothing to commit sweeps its
     tables every ``sweep_interval_s``."""
 
@@ -68,7 +69,10 @@ class Committer:
         parts = self.parts().values()
         if not (self.txn.pending or any(p.offset_moved for p in parts)):
             return None
-        idle = all(p.outstanding == 0 for p in parts)
+        # idle: no partition has a record it could finish now (each waits for its next
+        # record or for the model's answer to it); the work finished so far commits, and
+        # what is still in inference goes into the next transaction
+        idle = all(p.waiting for p in parts)
         gap = self.timing.idle_gap_s if idle else self.timing.interval_s
         return self.txn.last_commit + gap - self.clock()
 
@@ -123,6 +127,8 @@ class Finisher:
         self.last_sweep = self.clock()
         part = self.part
         while True:
+            if part.queue.empty():
+                self._wait()
             try:
                 rec, prepared = await asyncio.wait_for(
                     part.queue.get(), self.timing.sweep_interval_s
@@ -130,6 +136,8 @@ class Finisher:
             except TimeoutError:
                 await self._sweep()
                 continue
+            finally:
+                part.waiting = False
             await self._finish(rec, prepared)
             if (
                 part.queue.empty()
@@ -144,14 +152,24 @@ class Finisher:
                 await self.handler.sweep(self.part, self.wall_clock())
         self.on_finished()
 
+    def _wait(self) -> None:
+        """Nothing of this partition can be finished now (its queue is empty, or its next
+        record is still being prepared): the committer may commit what is finished."""
+        self.part.waiting = True
+        self.on_finished()
+
     async def _finish(self, rec: SourceRecord, prepared: Awaitable[Any]) -> None:
         part = self.part
+        if not (isinstance(prepared, asyncio.Future) and prepared.done()):
+            self._wait()
         try:
             outcome: Any = await prepared
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the handler's prepare failed unexpectedly
             outcome = exc
+        finally:
+            part.waiting = False
         async with part.txn.gate.entry():  # not while a commit is under way
             part.finishing_offset = rec.offset + 1
             finishing = part.finishing = asyncio.get_running_loop().create_task(

@@ -78,6 +78,7 @@ class Partition:
         self.finishing_offset = 0
         self.closed = False  # abandoned with its session: it must never commit or apply again
         self.outstanding = 0  # records fetched for it and not finished yet
+        self.waiting = False  # its finisher waits: for a record, or for its prepared outcome
 
     @property
     def partition(self) -> int:

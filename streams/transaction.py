@@ -85,8 +85,10 @@ class Transaction:
         transactional: bool,
         commit_timeout_s: float = 30.0,
         clock: Clock = time.monotonic,
+        on_commit: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.producer = producer
+        self.on_commit = on_commit  # told how long each commit kept the gate closed
         self.clients = clients
         self.transactional = transactional
         self.commit_timeout_s = commit_timeout_s
@@ -164,11 +166,15 @@ class Transaction:
         write their table changes through. False when there was nothing to commit. A commit
         not done in ``commit_timeout_s`` raises ``TransactionError``."""
         async with self._lock:
+            began = time.monotonic()
             await self.gate.close()
             try:
-                return await asyncio.wait_for(
+                done = await asyncio.wait_for(
                     self._commit(list(parts), consumer), self.commit_timeout_s
                 )
+                if done:
+                    self.on_commit(time.monotonic() - began)
+                return done
             except TimeoutError as exc:
                 raise TransactionError(f"commit not done in {self.commit_timeout_s:g}s") from exc
             finally:

@@ -172,10 +172,20 @@ def _protected(base: str) -> list[tuple[int, int]]:
 def _slots(base: str) -> list[tuple[int, str]]:
     """(index, carrier): :func:`embed` may put a selector after ``index``, the last char of an
     eligible carrier cluster. ``base`` must hold no mark symbols."""
+    protected = _protected(base)
+    if base.isascii():  # every char is its own cluster: the loop below, as one comprehension
+        return [
+            (i, char)
+            for i, char in enumerate(base)
+            if char in _ASCII_CARRIERS and not any(a <= i < b for a, b in protected)
+        ]
+    return _slots_general(base, protected)
+
+
+def _slots_general(base: str, protected: list[tuple[int, int]]) -> list[tuple[int, str]]:
     slots: list[tuple[int, str]] = []
     n = len(base)
     i = 0
-    protected = _protected(base)
     while i < n:
         if protected and protected[0][0] <= i:
             if i < protected[0][1]:

@@ -73,3 +73,18 @@ def test_any_fragment_with_a_full_frame_is_traced(text: str, pid: str, data: st.
     start = data.draw(st.integers(selectors[first - 1] + 1 if first else 0, selectors[first]))
     fragment = marked[start : selectors[first + textmark.FRAME_LEN - 1] + 1]
     assert [(h.provenance_id, h.kid) for h in textmark.extract(fragment, RING)] == [(pid, "a")]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=40),
+            st.sampled_from(["[PHONE]", "[CARD]", "[EMAIL]", "[A]", "[PERSON]"]),
+        ),
+        max_size=8,
+    )
+)
+def test_the_ascii_fast_path_finds_the_general_paths_slots(parts: list[str]) -> None:
+    base = textmark.strip("".join(parts))
+    assume(base.isascii())
+    assert textmark._slots(base) == textmark._slots_general(base, textmark._protected(base))
