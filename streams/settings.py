@@ -150,7 +150,7 @@ class Settings(BaseSettings):
         100.0, gt=0, description="How often finished work is committed while busy (ms)."
     )
     commit_idle_gap_ms: float = Field(
-        20.0,
+        40.0,
         ge=0,
         description="A worker that runs out of work commits at once, but no sooner than this "
         "after its previous commit (ms): at low rates each commit is one Kafka transaction "
