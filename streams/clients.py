@@ -98,7 +98,7 @@ class KafkaClients:
             **self._common(),
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 2,
+            "linger.ms": 5,
             "message.max.bytes": max(1_048_576, s.max_document_bytes + 65_536),
             "queue.buffering.max.messages": 1_000_000,
             # the broker answers CONCURRENT_TRANSACTIONS while it writes the previous commit's

@@ -166,6 +166,10 @@ class Transaction:
         write their table changes through. False when there was nothing to commit. A commit
         not done in ``commit_timeout_s`` raises ``TransactionError``."""
         async with self._lock:
+            if not self.transactional and len(self.producer):
+                # at-least-once: wait for the acknowledgements while the finishers go on; the
+                # flush with them held then waits only for what came meanwhile
+                await self._call(self.producer.flush, self.commit_timeout_s)
             began = time.monotonic()
             await self.gate.close()
             try:
@@ -199,8 +203,8 @@ class Transaction:
             for p in parts
             if p.offset_moved and p.finished_offset is not None
         }
-        if not offsets and not self.pending:
-            return False
+        if not offsets and not self.pending and not any(p.staged for p in parts):
+            return False  # (staged: at-least-once table changes already flushed, to apply)
         if self.closed:
             raise TransactionError("the session's producer is closed")
         tps = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
@@ -228,7 +232,12 @@ class Transaction:
             errors, self._errors = self._errors, []
             raise TransactionError(f"records refused: {'; '.join(errors[:3])}")
         if not self.transactional and tps:
-            await self._call(consumer.commit, offsets=tps, asynchronous=False)
+            # at-least-once: every output of these offsets is acknowledged; an offset commit
+            # that is lost only means those records are processed again
+            try:
+                consumer.commit(offsets=tps, asynchronous=True)
+            except KafkaException as exc:
+                raise TransactionError(f"commit: {exc}") from exc
         # committed: table changes are written through, with the changelog offset after the
         # transaction's commit marker as their checkpoint
         marker = 1 if self.transactional else 0

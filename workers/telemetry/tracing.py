@@ -51,6 +51,7 @@ class KafkaHeaders(Getter[Headers], Setter[OutHeaders]):
 
 
 PROPAGATOR, HEADERS = TraceContextTextMapPropagator(), KafkaHeaders()
+TRACEPARENT = "traceparent"
 
 
 class EventSpan:
@@ -114,6 +115,8 @@ class KafkaTracing:
     @staticmethod
     def extract(headers: Headers) -> Context:
         """The upstream context in W3C ``traceparent``/``tracestate`` headers (empty if none)."""
+        if not headers or not any(k.lower() == TRACEPARENT for k, _ in headers):
+            return Context()  # most records: skip the propagator's parsing
         return PROPAGATOR.extract(headers, Context(), HEADERS)
 
     @staticmethod
