@@ -20,19 +20,38 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 if TYPE_CHECKING:
     from streams.clients import KafkaClients
-    from streams.partition import Partition
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+class Committable(Protocol):
+    """What a commit needs of an input partition (``streams.partition.Partition``)."""
+
+    tp: TopicPartition
+    closed: bool
+    finished_offset: int | None
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset_moved(self) -> bool: ...
+
+    @property
+    def staged(self) -> bool: ...
+
+    def committed(self, checkpoint: Callable[[str], int], offset: int | None) -> None: ...
 
 
 class TransactionError(KafkaError):  # type: ignore[misc]
@@ -161,7 +180,7 @@ class Transaction:
         return self.in_txn or bool(len(self.producer))
 
     # --- committing --------------------------------------------------------------------------
-    async def commit(self, parts: Iterable[Partition], consumer: Consumer) -> bool:
+    async def commit(self, parts: Iterable[Committable], consumer: Consumer) -> bool:
         """Commit what ``parts`` finished, with their input offsets, in one transaction; then
         write their table changes through. False when there was nothing to commit. A commit
         not done in ``commit_timeout_s`` raises ``TransactionError``."""
@@ -184,7 +203,7 @@ class Transaction:
             finally:
                 self.gate.reopen()
 
-    async def _commit(self, parts: list[Partition], consumer: Consumer) -> bool:
+    async def _commit(self, parts: list[Committable], consumer: Consumer) -> bool:
         try:
             return await self._commit_parts(parts, consumer)
         except TransactionError as exc:
@@ -196,7 +215,7 @@ class Transaction:
                 raise TransactionError(f"records refused: {'; '.join(errors[:3])}") from exc
             raise
 
-    async def _commit_parts(self, parts: list[Partition], consumer: Consumer) -> bool:
+    async def _commit_parts(self, parts: list[Committable], consumer: Consumer) -> bool:
         parts = [p for p in parts if not p.closed]
         offsets = {
             p.tp: p.finished_offset
