@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.settings import REPO_ROOT, Settings
@@ -83,6 +83,9 @@ class WorkerProcess:
     settings: Settings
     env: dict[str, str]
     name: str = "worker"
+    # the log is appended to across runs: what this start wrote begins here (``wait_log``
+    # must not find the "assigned" of an earlier run, or `up` returns before the worker joined)
+    log_from: int = field(default=0, init=False, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -95,6 +98,7 @@ class WorkerProcess:
     def start(self) -> int:
         self.settings.run_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self.log_from = log.tell()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker"],
                 cwd=REPO_ROOT,
@@ -119,13 +123,19 @@ class WorkerProcess:
         engine logs "assigned ..."; Faust's own "Ready" comes before that)."""
         self.wait_log(ASSIGNED, timeout_s)
 
+    def log_since_start(self) -> str:
+        """What this worker (started by this object) has logged so far."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_from)
+            return log.read().decode(errors="replace")
+
     def wait_log(self, text: str, timeout_s: float = 120.0, *, count: int = 1) -> None:
         """Wait until ``text`` appears ``count`` times in the worker's log (e.g. "assigned")."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise RuntimeError(f"worker exited; see {self.log_path}:\n{self.tail()}")
-            if self.log_path.read_text(errors="replace").count(text) >= count:
+            if self.log_since_start().count(text) >= count:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"{text!r} not in {self.log_path} after {timeout_s:.0f}s")
