@@ -122,11 +122,6 @@ class Engine:
         at ``max_pending``); an ended partition's records stop counting with it."""
         return self.fetcher.pending
 
-    @property
-    def commits(self) -> int:
-        """Transactions (or offset commits) of the current session."""
-        return 0 if self._txn is None else self._txn.commits
-
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Process until cancelled; a Kafka error resets the session after a back-off (the

@@ -160,8 +160,8 @@ class Transaction:
         try:
             self.producer.produce(topic, value, **kwargs)
         except (KafkaException, BufferError) as exc:
-            self.producer.poll(0)  # a transaction in error: the refused records say why
-            why = f" after records refused: {'; '.join(self._errors[:3])}" if self._errors else ""
+            refused = self._refused()  # a transaction in error: the refused records say why
+            why = f" after {refused}" if refused else ""
             raise TransactionError(f"produce to {topic}: {exc}{why}") from exc
 
     def _delivered(self, err: Any, msg: Any) -> None:
@@ -209,10 +209,9 @@ class Transaction:
         except TransactionError as exc:
             # a commit that failed because records were refused says which and why (an ACL
             # missing on one output topic, say), not only librdkafka's "see delivery reports"
-            self.producer.poll(0)
-            if self._errors:
-                errors, self._errors = self._errors, []
-                raise TransactionError(f"records refused: {'; '.join(errors[:3])}") from exc
+            refused = self._refused()
+            if refused:
+                raise TransactionError(refused) from exc
             raise
 
     async def _commit_parts(self, parts: list[Committable], consumer: Consumer) -> bool:
@@ -246,10 +245,9 @@ class Transaction:
             left = await self._call(self.producer.flush, self.commit_timeout_s)
             if left:
                 raise TransactionError(f"{left} records not acknowledged in time")
-        self.producer.poll(0)  # delivery reports not served yet
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise TransactionError(f"records refused: {'; '.join(errors[:3])}")
+        refused = self._refused()
+        if refused:
+            raise TransactionError(refused)
         if not self.transactional and tps:
             # at-least-once: every output of these offsets is acknowledged; an offset commit
             # that is lost only means those records are processed again
@@ -268,6 +266,15 @@ class Transaction:
         self.last_commit = self.clock()
         self.commits += 1
         return True
+
+    def _refused(self) -> str:
+        """The records librdkafka refused so far ("" if none), once each: delivery reports not
+        served yet are served first."""
+        self.producer.poll(0)
+        if not self._errors:
+            return ""
+        errors, self._errors = self._errors, []
+        return f"records refused: {'; '.join(errors[:3])}"
 
     def _checkpoint(self, changelog: str, *, partition: int, marker: int) -> int:
         return self._ends.get((changelog, partition), 0) + marker
