@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +35,36 @@ def config() -> None:
 @click.option(
     "--int8-tolerance", type=float, default=None, help="INT8 gate in points [default: 1.0]."
 )
-def build_models_cmd(force: bool, int8_tolerance: float | None) -> None:
+@click.option(
+    "--fp32",
+    is_flag=True,
+    help="Also install inferstream_cpu_fp32/1, the unquantized twin (for experiments).",
+)
+def build_models_cmd(force: bool, int8_tolerance: float | None, fp32: bool) -> None:
     """Build the model artifacts into model_repo/ (cached by a hash of code and weights)."""
-    _build_models(Settings(), force, int8_tolerance)
+    _build_models(Settings(), force, int8_tolerance, fp32=fp32)
 
 
 def _build_models(
-    settings: Settings, force: bool = False, int8_tolerance: float | None = None
+    settings: Settings,
+    force: bool = False,
+    int8_tolerance: float | None = None,
+    *,
+    fp32: bool = False,
 ) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rich.console import Console
+
     from workers.modeling.build import build_models
+    from workers.modeling.mt_build import install_fp32
     from workers.modeling.steps import BuildError
 
     try:  # a cache hit (same code, config and weights) takes well under a second
         build_models(
             settings.model_repo, settings.cache_dir, force=force, int8_tolerance=int8_tolerance
         )
+        if fp32:
+            install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True))
     except BuildError as exc:
         raise click.ClickException(f"model build failed: {exc}") from exc
 
@@ -280,6 +296,169 @@ def policy_delete(tenant: str) -> None:
     """Remove TENANT's policy (a tombstone): its requests are denied from then on."""
     asyncio.run(console.publish_policy(Settings(), tenant, None))
     click.echo(f"deleted policy of {tenant}")
+
+
+@cli.group()
+def experiment() -> None:
+    """Model experiments: canary, A/B and shadow versions, switched live (docs/experiments.md)."""
+
+
+def _experiment_call(coro: Any) -> Any:
+    from streams.experiments import ExperimentError
+    from workers.errors import InvalidEvent
+
+    try:
+        return asyncio.run(coro)
+    except (ExperimentError, InvalidEvent) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@experiment.command("set")
+@click.argument("name")
+@click.option("--primary", required=True, help="MODEL[:VERSION] that answers by default.")
+@click.option(
+    "--candidate", "candidates", multiple=True, help="MODEL[:VERSION]=SHARE, e.g. m:2=0.1."
+)
+@click.option(
+    "--shadow", "shadows", multiple=True, help="MODEL[:VERSION][=SHARE] (default share 1)."
+)
+@click.option("--tenant", default="*", show_default=True, help="A tenant, or * for all.")
+@click.option("--guard-window", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option("--guard-min-events", type=int, default=100, show_default=True)
+@click.option("--max-error-rate-delta", type=float, default=0.02, show_default=True)
+@click.option("--max-p99-ratio", type=float, default=1.5, show_default=True)
+@click.option("--no-guard", is_flag=True, help="No automatic rollback.")
+@click.option("--load", is_flag=True, help="Ask Triton to load models it does not serve yet.")
+@click.option("--no-check", is_flag=True, help="Do not check that Triton serves each version.")
+def experiment_set(
+    name: str,
+    primary: str,
+    candidates: tuple[str, ...],
+    shadows: tuple[str, ...],
+    tenant: str,
+    guard_window: float,
+    guard_min_events: int,
+    max_error_rate_delta: float,
+    max_p99_ratio: float,
+    no_guard: bool,
+    load: bool,
+    no_check: bool,
+) -> None:
+    """Start (or change) experiment NAME; every worker applies it within seconds."""
+    from streams import experiments as ex
+    from workers.experiments.config import GuardRails
+
+    settings = Settings()
+
+    async def go() -> None:
+        store = await ex.current(settings)
+        exp = ex.new_experiment(
+            name,
+            tenant=tenant,
+            primary=primary,
+            candidates=candidates,
+            shadows=shadows,
+            guard=GuardRails(
+                not no_guard, guard_window, guard_min_events, max_error_rate_delta, max_p99_ratio
+            ),
+            previous=store.exact(tenant),
+            by=f"cli@{socket.gethostname()}",
+        )
+        if not no_check:
+            for model in await ex.check_served(settings, exp.variants(), load=load):
+                click.echo(f"Triton loaded {model}")
+        await ex.publish(settings, tenant, exp.to_json())
+        click.echo(f"experiment {name} v{exp.version} for tenant {tenant}: {_arms(exp)}")
+
+    _experiment_call(go())
+
+
+def _arms(exp: Any) -> str:
+    parts = [f"primary {exp.primary.label}"]
+    parts += [f"candidate {c.variant.label} {c.share:.0%}" for c in exp.candidates]
+    parts += [f"shadow {s.variant.label} {s.share:.0%}" for s in exp.shadows]
+    return ", ".join(parts)
+
+
+@experiment.command("show")
+def experiment_show() -> None:
+    """Print the experiments in force (JSON lines)."""
+    import orjson
+
+    from streams import experiments as ex
+
+    store = _experiment_call(ex.current(Settings()))
+    for row in ex.describe(store):
+        click.echo(orjson.dumps(row).decode())
+    if not len(store):
+        click.echo("no experiment in force: every turn goes to the configured model", err=True)
+
+
+@experiment.command("promote")
+@click.argument("name")
+@click.option("--candidate", default=None, help="MODEL[:VERSION] (needed with several).")
+def experiment_promote(name: str, candidate: str | None) -> None:
+    """Make NAME's candidate the primary: all its conversations move to it."""
+    from streams import experiments as ex
+    from workers.experiments.config import Variant
+
+    settings = Settings()
+
+    async def go() -> None:
+        exp = ex.find(await ex.current(settings), name)
+        chosen = Variant.parse(candidate) if candidate else None
+        new = exp.promoted(chosen, at=time.time(), by=f"cli@{socket.gethostname()}")
+        await ex.publish(settings, exp.tenant, new.to_json())
+        click.echo(f"experiment {name} v{new.version}: {new.reason}")
+
+    _experiment_call(go())
+
+
+@experiment.command("rollback")
+@click.argument("name")
+@click.option("--reason", default="rolled back by hand", show_default=True)
+def experiment_rollback(name: str, reason: str) -> None:
+    """Send every conversation of NAME back to its primary (shadows go on)."""
+    from streams import experiments as ex
+
+    settings = Settings()
+
+    async def go() -> None:
+        exp = ex.find(await ex.current(settings), name)
+        new = exp.rolled_back(reason, at=time.time(), by=f"cli@{socket.gethostname()}")
+        await ex.publish(settings, exp.tenant, new.to_json())
+        click.echo(f"experiment {name} v{new.version}: candidates removed ({reason})")
+
+    _experiment_call(go())
+
+
+@experiment.command("end")
+@click.argument("name")
+def experiment_end(name: str) -> None:
+    """End NAME (a tombstone): its tenant's turns go to the configured model again."""
+    from streams import experiments as ex
+
+    settings = Settings()
+
+    async def go() -> None:
+        exp = ex.find(await ex.current(settings), name)
+        await ex.publish(settings, exp.tenant, None)
+        click.echo(f"experiment {name} ended for tenant {exp.tenant}")
+
+    _experiment_call(go())
+
+
+@experiment.command("report")
+@click.argument("name")
+def experiment_report(name: str) -> None:
+    """Agreement, latency and error rates per version, with 95 % intervals."""
+    from streams import experiments as ex
+
+    report = _experiment_call(ex.report(Settings(), name))
+    if not report.events:
+        raise click.ClickException(f"no {Settings().topic_experiment_events} record of {name}")
+    for line in report.lines():
+        click.echo(line)
 
 
 @cli.command()

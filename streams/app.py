@@ -25,6 +25,8 @@ from streams.tables import PolicyTable
 from streams.topics import declare_topics
 from workers.cost import CostModel
 from workers.errors import InvalidEvent
+from workers.experiments.config import ExperimentStore, Variant
+from workers.experiments.serving import PRIMARY
 from workers.governance import Governor
 from workers.guard.filter import ContentFilter
 from workers.guard.policy import PolicyStore
@@ -93,6 +95,26 @@ def build_classifier(settings: Settings, metrics: Metrics | None = None) -> Turn
     )
 
 
+def build_variant_classifier(
+    settings: Settings, variant: Variant, role: str, metrics: Metrics | None = None
+) -> TurnClassifier:
+    """A classifier of one model version, called as named (no GPU routing): a primary retries
+    a retriable failure until it succeeds, a candidate or shadow ``experiment_max_attempts``
+    times (a failed candidate's turn is then answered by the primary)."""
+    client = TritonClassifierClient(
+        settings.triton_endpoint, variant.model, settings.inference_timeout_s, variant.version
+    )
+    backoff = Backoff(
+        initial_s=settings.retry_initial_s,
+        max_s=settings.retry_max_s,
+        max_attempts=None if role == PRIMARY else settings.experiment_max_attempts,
+        on_retry=(lambda exc: metrics.triton_error("unavailable")) if metrics else None,
+    )
+    return TurnClassifier(
+        client, backoff, max_seq_len=settings.max_seq_len, max_batch=settings.max_batch
+    )
+
+
 def load_keys(settings: Settings) -> KeyRing:
     """Watermark keys from the environment (``watermark_keys``) or a key folder; never code."""
     if settings.watermark_keys is not None:
@@ -124,6 +146,7 @@ def create_app(
     publisher: Publisher | None = None,
     follow_policies: bool = True,
     tracer_provider: TracerProvider | None = None,
+    experiments: ExperimentStore | None = None,
 ) -> faust.App:
     """The worker: a Faust app hosting the web server (metrics, health), the policy table, the
     observer timer and the transactional processing engine (``streams.engine``)."""
@@ -171,22 +194,36 @@ def create_app(
             [await publisher.send(settings.topic_deadletter, source.key, value, reason)]
         )
 
+    async def publish(topic: str, key: bytes, value: bytes) -> None:
+        await publisher.flush([await publisher.send(topic, key, value, _JSON)])
+
     ready = _always_ready
     tables_ready: Callable[[], bool] = lambda: True  # noqa: E731
-    if follow_policies:
-        table = PolicyTable(
-            settings.bootstrap_servers,
-            settings.topic_policies,
-            governor.policies,
-            policy_dead_letter,
-            client_kwargs=kafka_client_kwargs(settings),
-        )
-        app.task(table.run)
+    experiments = experiments or ExperimentStore()
+    if follow_policies:  # the policies and the experiments: both live, both read before work
+        followed = [
+            PolicyTable(
+                settings.bootstrap_servers,
+                topic,
+                store,
+                policy_dead_letter,
+                client_kwargs=kafka_client_kwargs(settings),
+                what=what,
+            )
+            for topic, store, what in (
+                (settings.topic_policies, governor.policies, "policy"),
+                (settings.topic_experiments, experiments, "experiment"),
+            )
+        ]
+        for table in followed:
+            app.task(table.run)
 
         async def ready() -> None:
-            await asyncio.wait_for(table.caught_up.wait(), settings.policy_wait_s)
+            waits = [t.caught_up.wait() for t in followed]
+            await asyncio.wait_for(asyncio.gather(*waits), settings.policy_wait_s)
 
-        tables_ready = table.caught_up.is_set
+        def tables_ready() -> bool:
+            return all(t.caught_up.is_set() for t in followed)
 
     spans = tracer_provider or build_tracer_provider(
         settings.tracing_exporter,
@@ -207,6 +244,9 @@ def create_app(
         metrics=metrics,
         costs=CostModel(settings.gpu_usd_per_hour, settings.cpu_usd_per_hour),
         tracing=tracing,
+        experiments=experiments,
+        variant_classifier=lambda v, role: build_variant_classifier(settings, v, role, metrics),
+        publish=publish,
     )
 
     docs = documents.DocumentHandler(
@@ -257,6 +297,9 @@ def create_app(
         health.beat()
 
     return app
+
+
+_JSON = {"content-type": b"application/json"}
 
 
 async def _always_ready() -> None:

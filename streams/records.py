@@ -230,6 +230,7 @@ def result_json(r: TurnResult) -> bytes:
             "latency_ms": r.latency_ms,
             "produced_at": r.produced_at,
             "provenance": r.provenance,
+            "experiment": r.experiment,
         }
     )
 

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     topic_moderation: str = Field(
         "moderation.events", description="Audit topic: blocked/masked outputs and denials."
     )
+    topic_experiments: str = Field(
+        "experiments", description="Compacted topic of model experiments (key = tenant or '*')."
+    )
+    topic_experiment_events: str = Field(
+        "experiments.events",
+        description="Per-event outcomes under an experiment: served arm beside its shadows.",
+    )
     topic_documents_in: str = Field("documents.in", description="Input topic of documents.")
     topic_documents_out: str = Field(
         "documents.out", description="Output topic of document entity results."
@@ -125,6 +132,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Events taken from Kafka and not yet finished; at this many the worker "
         "pauses fetching (backpressure).",
+    )
+    shadow_max_inflight: int = Field(
+        1, ge=1, description="Batches of shadow copies in flight at once, per shadow version."
+    )
+    shadow_max_pending: int = Field(
+        256,
+        ge=1,
+        description="Shadow copies waiting per shadow version; more are shed (counted).",
+    )
+    experiment_max_attempts: int = Field(
+        2,
+        ge=1,
+        description="Tries of a candidate's or shadow's model call before it counts as failed "
+        "(a candidate's turn is then answered by the primary).",
     )
     processing_guarantee: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once",

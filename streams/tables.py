@@ -1,10 +1,12 @@
 """Tables materialized from Kafka topics.
 
-``PolicyTable`` keeps every worker's ``PolicyStore`` equal to the compacted ``policies`` topic:
-each worker reads *all* partitions (no consumer group) from the beginning, then follows new
-records, so a policy change applies live on every worker within a poll interval, and a restart
-rebuilds the table from the topic; nothing lives only in process memory. (Faust's GlobalTable
-would do the same job, but its recovery has known hangs in faust-streaming; this is 60 lines.)
+``PolicyTable`` keeps every worker's ``PolicyStore`` equal to the compacted ``policies`` topic
+(and, as ``PolicyTable(..., what="experiment")``, its ``ExperimentStore`` equal to the
+``experiments`` topic): each worker reads *all* partitions (no consumer group) from the
+beginning, then follows new records, so a change applies live on every worker within a poll
+interval, and a restart rebuilds the table from the topic; nothing lives only in process memory.
+(Faust's GlobalTable would do the same job, but its recovery has known hangs in faust-streaming;
+this is 60 lines.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
@@ -24,9 +26,18 @@ from rocksdict import Options, Rdict, WriteBatch
 from streams.admin import topic_partitions
 from streams.records import SourceRecord
 from workers.errors import InvalidEvent
-from workers.guard.policy import PolicyStore
 
 log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """A materialized view of a compacted topic (``PolicyStore``, ``ExperimentStore``)."""
+
+    def __len__(self) -> int: ...
+
+    def apply(self, key: str, raw: bytes | None) -> object:
+        """Apply a record (None = tombstone); a bad one raises ``InvalidEvent``."""
+
 
 OnInvalid = Callable[[SourceRecord, InvalidEvent], Awaitable[None]]
 
@@ -36,11 +47,13 @@ class PolicyTable:
         self,
         bootstrap: str,
         topic: str,
-        store: PolicyStore,
+        store: Store,
         on_invalid: OnInvalid,
         poll_ms: int = 200,
         client_kwargs: Mapping[str, Any] | None = None,
+        what: str = "policy",
     ) -> None:
+        self.what = what
         self.client_kwargs = dict(client_kwargs or {})
         self.bootstrap = bootstrap
         self.topic = topic
@@ -72,7 +85,7 @@ class PolicyTable:
                 if not self.caught_up.is_set() and all(
                     [await consumer.position(tp) >= end[tp] for tp in parts]
                 ):
-                    log.info("policy table caught up: %d tenants", len(self.store))
+                    log.info("%s table caught up: %d keys", self.what, len(self.store))
                     self.caught_up.set()
         finally:
             await consumer.stop()
@@ -84,14 +97,17 @@ class PolicyTable:
         )
         try:
             if key is None:
-                raise InvalidEvent("invalid_policy", "a policy record needs the tenant as its key")
-            policy = self.store.apply(key.decode("utf-8", "replace"), value)
+                raise InvalidEvent(
+                    f"invalid_{self.what}", f"a {self.what} record needs the tenant as its key"
+                )
+            applied = self.store.apply(key.decode("utf-8", "replace"), value)
         except InvalidEvent as exc:
-            log.warning("rejected policy record %s@%d: %s", self.topic, source.offset, exc)
+            log.warning("rejected %s record %s@%d: %s", self.what, self.topic, source.offset, exc)
             await self.on_invalid(source, exc)
             return
         self.applied += 1
-        log.info("policy for %r now %s", key, "removed" if policy is None else policy.version)
+        version = getattr(applied, "version", None)
+        log.info("%s for %r now %s", self.what, key, "removed" if applied is None else version)
 
 
 # --- changelog-backed tables (dialogue context, dedupe) ----------------------------------------

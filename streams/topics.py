@@ -62,6 +62,10 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "moderation": spec(settings.topic_moderation, 30),
         "analytics": spec(settings.topic_analytics, 30),
         "policies": policies,
+        "experiments": TopicSpec(
+            settings.topic_experiments, 1, settings.replication_factor, dict(policies.config)
+        ),
+        "experiment_events": spec(settings.topic_experiment_events, 30),
     }
     isr = settings.min_insync_replicas
     if isr is not None:
@@ -82,6 +86,8 @@ class Topics:
     deadletter: faust.TopicT
     moderation: faust.TopicT
     analytics: faust.TopicT
+    experiments: faust.TopicT  # rollbacks published by a worker's guard
+    experiment_events: faust.TopicT
 
     def by_name(self) -> dict[str, faust.TopicT]:
         topics = (
@@ -90,12 +96,15 @@ class Topics:
             self.deadletter,
             self.moderation,
             self.analytics,
+            self.experiments,
+            self.experiment_events,
         )
         return {t.get_topic_name(): t for t in topics}
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     def topic(spec: TopicSpec) -> faust.TopicT:
+        retention_ms = spec.config.get("retention.ms")  # none: compacted
         return app.topic(
             spec.name,
             key_type=bytes,
@@ -104,7 +113,7 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
             value_serializer="raw",
             partitions=spec.partitions,
             replicas=spec.replication,
-            retention=timedelta(milliseconds=int(spec.config["retention.ms"])),
+            retention=None if retention_ms is None else timedelta(milliseconds=int(retention_ms)),
         )
 
     specs = topic_specs(settings)  # the rest are read and written by streams.engine/tables

@@ -77,6 +77,8 @@ def start_worker(services: Settings, watermark_keys: Path) -> Iterator[WorkerFac
         "INFERSTREAM_TOPIC_ANALYTICS": f"t-{uid}.analytics",
         "INFERSTREAM_TOPIC_DOCUMENTS_IN": f"t-{uid}.documents.in",
         "INFERSTREAM_TOPIC_DOCUMENTS_OUT": f"t-{uid}.documents.out",
+        "INFERSTREAM_TOPIC_EXPERIMENTS": f"t-{uid}.experiments",
+        "INFERSTREAM_TOPIC_EXPERIMENT_EVENTS": f"t-{uid}.experiments.events",
         "INFERSTREAM_WATERMARK_KEY_DIR": str(watermark_keys),
     }
     created = False

@@ -153,17 +153,18 @@ class ConversationController:
         return DialogueCache(self.turn_cap, self.token_cap, self.cache_size)
 
     async def predict(
-        self, batched: Awaitable[Prediction], event: TurnEvent
+        self, batched: Awaitable[Prediction], event: TurnEvent, model: TurnModel | None = None
     ) -> Prediction | Rejected:
         """The turn's prediction from its batch; if the batch was rejected, from a call of its
-        own (one poison turn must not sink its batch-mates). Other errors propagate."""
+        own to ``model`` (default: the served model), so one poison turn does not sink its
+        batch-mates. Other errors propagate."""
         try:
             return await batched
         except InferenceRejected as exc:
             self.on_batch_rejected(exc)
             log.warning("batch rejected (%s); retrying %s alone", exc, event.event_id)
         try:
-            return (await self.model.classify([event.text]))[0]
+            return (await (model or self.model).classify([event.text]))[0]
         except InferenceRejected as alone:
             return Rejected(alone.reason, alone.detail)
 
@@ -232,6 +233,7 @@ class TurnResult:
     context: dict[str, Any] | None
     sentiment: dict[str, Any] | None
     entities: list[dict[str, Any]] | None
+    experiment: dict[str, Any] | None = None  # {name, version, arm} under an experiment
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +256,7 @@ def assemble(
     budget_tokens: int,
     now: float,
     fetched_at: float | None = None,
+    experiment: dict[str, Any] | None = None,
 ) -> TurnResult:
     """The result of a turn: classified (``prediction``) or denied (None) at ``now``."""
     env = released.envelope
@@ -294,6 +297,7 @@ def assemble(
         context=context,
         sentiment=shown.sentiment if shown else None,
         entities=_entities(event.text, released, shown) if shown else None,
+        experiment=experiment,
     )
 
 

@@ -14,10 +14,12 @@ result with its status and an audit record; a re-delivered event id is counted a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -37,6 +39,8 @@ from workers.context import ContextSelector, Selection
 from workers.conversation import ConversationController, DialogueCache, Rejected
 from workers.cost import CostModel
 from workers.errors import InvalidEvent
+from workers.experiments.config import ExperimentStore, Variant
+from workers.experiments.serving import PRIMARY, SHADOW, ExperimentRunner, Routed
 from workers.governance import Governor
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
@@ -83,6 +87,7 @@ class Classified:
     prediction: Prediction
     fetched_at: float
     span: EventSpan | None = None
+    experiment: dict[str, Any] | None = None  # the result's stamp under an experiment
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,9 @@ class ConversationHandler:
         costs: CostModel | None = None,
         tracing: KafkaTracing | None = None,
         clock: Callable[[], float] = time.time,
+        experiments: ExperimentStore | None = None,
+        variant_classifier: Callable[[Variant, str], TurnClassifier] | None = None,
+        publish: Callable[[str, bytes, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing or KafkaTracing(consumer_group=settings.app_id)
@@ -165,6 +173,51 @@ class ConversationHandler:
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_inflight=settings.max_inflight,
         )
+        self.runner: ExperimentRunner[_Item] | None = None
+        self._variant_classifier = variant_classifier
+        self._classifiers: dict[tuple[Variant, str], TurnClassifier] = {}
+        if experiments is not None and variant_classifier is not None and publish is not None:
+            self.runner = self._runner(experiments, publish)
+
+    # --- experiments: the model version a turn goes to ------------------------------------
+    def _runner(
+        self, store: ExperimentStore, publish: Callable[[str, bytes, bytes], Awaitable[None]]
+    ) -> ExperimentRunner[_Item]:
+        settings = self.settings
+        busy = settings.max_batch * (settings.max_inflight + 1)
+        runner: ExperimentRunner[_Item] = ExperimentRunner(
+            store,
+            self._variant_batcher,
+            publish_event=functools.partial(publish, settings.topic_experiment_events),
+            publish_experiment=functools.partial(publish, settings.topic_experiments),
+            metrics=self.metrics,
+            worker=self.worker_id,
+            shadow_max_pending=settings.shadow_max_pending,
+            pressure=lambda: runner.serving_pending() > busy,
+            clock=self.clock,
+        )
+        runner.batchers[(Variant(settings.model_name), PRIMARY)] = self.batcher
+        return runner
+
+    def _variant_batcher(self, variant: Variant, role: str) -> MicroBatcher[_Item, Prediction]:
+        inflight = (
+            self.settings.shadow_max_inflight if role == SHADOW else self.settings.max_inflight
+        )
+        return MicroBatcher(
+            functools.partial(self._infer, classifier=self._classifier(variant, role), role=role),
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            max_inflight=inflight,
+        )
+
+    def _classifier(self, variant: Variant, role: str) -> TurnClassifier:
+        if variant == Variant(self.settings.model_name) and role == PRIMARY:
+            return self.classifier
+        clf = self._classifiers.get((variant, role))
+        if clf is None:
+            assert self._variant_classifier is not None
+            clf = self._classifiers[(variant, role)] = self._variant_classifier(variant, role)
+        return clf
 
     # --- prepare: at fetch time ------------------------------------------------------------
     def prepare(self, rec: SourceRecord, part: Sink) -> Awaitable[Outcome]:
@@ -192,11 +245,36 @@ class ConversationHandler:
             return _done(Denied(event, access, span))
         fetched_at = self.clock()
         item = _Item(event.text, span, time.time_ns())
-        future = self.batcher.submit(event.conversation_id, item)
-        return asyncio.ensure_future(self._classified(event, access, future, fetched_at, span))
+        runner = self.runner
+        assignment = None if runner is None else runner.assign(event.tenant, event.conversation_id)
+        if runner is None or assignment is None:
+            future = self.batcher.submit(event.conversation_id, item)
+            return asyncio.ensure_future(self._classified(event, access, future, fetched_at, span))
+        shadow_item = _Item(event.text, NOT_TRACED, item.submitted_ns)
+        routed = runner.submit(assignment, event.conversation_id, item, shadow_item)
+        return asyncio.ensure_future(
+            self._experimented(runner, event, access, routed, item, fetched_at, span)
+        )
 
-    async def _infer(self, items: list[_Item]) -> list[Prediction]:
-        """One batch: its events' batch_wait spans end here, one inference span covers it."""
+    async def _infer(
+        self, items: list[_Item], *, classifier: TurnClassifier | None = None, role: str = PRIMARY
+    ) -> list[Prediction]:
+        """One batch: its events' batch_wait spans end here, one inference span covers it.
+        A shadow batch is counted per model version only: no span, no serving metric."""
+        texts = [i.text for i in items]
+        started = time.perf_counter()
+        if role == SHADOW:
+            predictions = await (classifier or self.classifier).classify(texts)
+        else:
+            predictions = await self._infer_served(items, classifier or self.classifier)
+        first = predictions[0]
+        seconds = time.perf_counter() - started
+        self.metrics.model_batch(first.model_name, first.model_version, role, len(items), seconds)
+        return predictions
+
+    async def _infer_served(
+        self, items: list[_Item], classifier: TurnClassifier
+    ) -> list[Prediction]:
         tracing, now = self.tracing, time.time_ns()
         for item in items:
             tracing.record("batch_wait", item.span, item.submitted_ns, now)
@@ -205,7 +283,7 @@ class ConversationHandler:
             self.metrics.time_stage("inference"),
             tracing.batch_span("inference", [i.span for i in items]) as span,
         ):
-            predictions = await self.classifier.classify([i.text for i in items])
+            predictions = await classifier.classify([i.text for i in items])
             first = predictions[0]
             span.set(ATTR_BACKEND, first.backend)
             span.set(ATTR_MODEL_NAME, first.model_name)
@@ -213,6 +291,37 @@ class ConversationHandler:
         self.metrics.observe_batch(len(items))
         self.metrics.route(first.backend, len(items))
         return predictions
+
+    async def _experimented(
+        self,
+        runner: ExperimentRunner[_Item],
+        event: ConversationEvent,
+        access: Access,
+        routed: Routed,
+        item: _Item,
+        fetched_at: float,
+        span: EventSpan,
+    ) -> Outcome:
+        """A turn under an experiment: its arm's answer (a failed candidate's turn is answered
+        by the primary), its comparison record on its way, its result stamped."""
+
+        async def predict(
+            batched: Awaitable[Prediction], variant: Variant, role: str
+        ) -> Prediction | Rejected:
+            return await self.controller.predict(batched, event, self._classifier(variant, role))
+
+        result, served = await runner.answer(routed, event.conversation_id, item, predict)
+        runner.record(
+            routed,
+            served,
+            event_id=event.event_id,
+            conversation_id=event.conversation_id,
+            tenant=event.tenant,
+        )
+        if isinstance(result, Rejected):
+            return Invalid(result.reason, result.detail, event.event_id, span)
+        stamp = routed.assignment.stamp() | {"fallback": served.error is not None}
+        return Classified(event, access, result, fetched_at, span, stamp)
 
     async def _classified(
         self,
@@ -277,8 +386,9 @@ class ConversationHandler:
                 if released.decision is not None:
                     self.metrics.filter_decision(released.decision.action)
                 await self.outputs.send(
-                    part, rec, event, released, prediction, selection, fetched_at, span=span
-                )
+                    part, rec, event, released, prediction, selection, fetched_at, span=span,
+                    experiment=outcome.experiment,
+                )  # fmt: skip
                 await self._remember(part, event)
 
     async def fail(self, rec: SourceRecord, exc: BaseException, part: Sink) -> None:

@@ -7,6 +7,7 @@ only encodes and sends it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from streams.engine import Sink
 from streams.records import ConversationEvent, SourceRecord, moderation_event, result_json
@@ -51,11 +52,12 @@ class ConversationOutputs:
         fetched_at: float | None = None,
         *,
         span: EventSpan,
+        experiment: dict[str, Any] | None = None,
     ) -> None:
         now = self.clock()
         result = assemble(
             ev, rel, pred, selection, budget_tokens=self.budget_tokens, now=now,
-            fetched_at=fetched_at,
+            fetched_at=fetched_at, experiment=experiment,
         )  # fmt: skip
         headers = {
             "inferstream-event-id": ev.event_id.encode(),

@@ -61,11 +61,16 @@ class InferenceOutput:
 
 
 class TritonClassifierClient:
-    """Holds one gRPC channel; ``info()`` reads labels and limits from the model's config."""
+    """Holds one gRPC channel; ``info()`` reads labels and limits from the model's config.
+    ``model_version`` "" asks for the version Triton serves by default (its highest loaded);
+    a number pins that version (experiments)."""
 
-    def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, model_name: str, timeout_s: float, model_version: str = ""
+    ) -> None:
         self.url = url
         self.model_name = model_name
+        self.model_version = model_version
         self.timeout_s = timeout_s
         self._client: Any = None
         self._info: ModelInfo | None = None
@@ -83,11 +88,12 @@ class TritonClassifierClient:
     async def info(self) -> ModelInfo:
         if self._info is None:
             try:
+                version = self.model_version
                 cfg = await self._conn().get_model_config(
-                    self.model_name, as_json=True, client_timeout=self.timeout_s
+                    self.model_name, version, as_json=True, client_timeout=self.timeout_s
                 )
                 meta = await self._conn().get_model_metadata(
-                    self.model_name, as_json=True, client_timeout=self.timeout_s
+                    self.model_name, version, as_json=True, client_timeout=self.timeout_s
                 )
             except InferenceServerException as exc:
                 raise map_error(exc) from exc
@@ -96,7 +102,7 @@ class TritonClassifierClient:
             entity_labels = params.get("entity_labels", "")
             self._info = ModelInfo(
                 name=self.model_name,
-                version=str(max(meta.get("versions", ["1"]), key=int)),
+                version=self.model_version or str(max(meta.get("versions", ["1"]), key=int)),
                 labels=[x.strip() for x in params["labels"].split(",")],
                 backend=params.get("backend_label", "unknown"),
                 max_seq_len=int(params.get("max_seq_len", "256")),
@@ -110,7 +116,9 @@ class TritonClassifierClient:
         """Whether Triton reports the model ready (for health checks and routing probes)."""
         try:
             return bool(
-                await self._conn().is_model_ready(self.model_name, client_timeout=self.timeout_s)
+                await self._conn().is_model_ready(
+                    self.model_name, self.model_version, client_timeout=self.timeout_s
+                )
             )
         except InferenceServerException:
             return False
@@ -128,7 +136,11 @@ class TritonClassifierClient:
         start = time.perf_counter()
         try:
             result = await self._conn().infer(
-                self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s
+                self.model_name,
+                inputs,
+                model_version=self.model_version,
+                outputs=outputs,
+                client_timeout=self.timeout_s,
             )
         except InferenceServerException as exc:
             raise map_error(exc) from exc

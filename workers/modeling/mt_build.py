@@ -12,7 +12,9 @@ Three cached stages under ``cache_dir``:
   metric, else :class:`BuildError`). Key: the FP32 key + tolerance. A gate test with an
   impossible tolerance therefore only redoes this stage.
 
-The GPU twin (``inferstream build-tensorrt``) reuses ``fp32-<key>/model.onnx``.
+The GPU twin (``inferstream build-tensorrt``) reuses ``fp32-<key>/model.onnx``; the FP32 twin
+``inferstream_cpu_fp32`` (``install_fp32``, ``inferstream build-models --fp32``) installs
+``fp32-<key>/fp32.xml`` as it is, for experiments between precisions.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from workers.modeling.taskdata import TaskData, describe, load_task_data
 from workers.modeling.triton_config import parse_parameters
 
 CPU_MODEL, GPU_MODEL, REPLIES_MODEL = "inferstream_cpu", "inferstream_gpu", "inferstream_replies"
+FP32_MODEL = "inferstream_cpu_fp32"
 VERSION = "1"
 INT8_TOLERANCE = 1.0
 FP32_FILES = ("model.onnx", "fp32.xml", "fp32.bin")
@@ -59,7 +62,7 @@ _STEPS = (
 
 def _check_config(repo: Path, data: TaskData) -> None:
     """The tracked configs must carry the labels this data produces (clients read them there)."""
-    for name in (CPU_MODEL, GPU_MODEL):
+    for name in (CPU_MODEL, GPU_MODEL, FP32_MODEL):
         params = parse_parameters((repo / name / "config.pbtxt").read_text(encoding="utf-8"))
         want = {"labels": ",".join(data.intents), "entity_labels": ",".join(data.tags)}
         bad = {k: params.get(k) for k, v in want.items() if params.get(k) != v}
@@ -95,7 +98,7 @@ def _backbone(cache_dir: Path, layers: list[int], steps: Steps) -> Path:
 def _stage_key(repo: Path, backbone: Path, train_cfg: TrainConfig) -> tuple[str, dict[str, Any]]:
     sources = {f"workers/modeling/{p.name}": p for p in Path(__file__).parent.glob("*.py")}
     sources["workers/inference/tokenizer.py"] = Path(__file__).parents[1] / "inference/tokenizer.py"
-    for name in (CPU_MODEL, GPU_MODEL, REPLIES_MODEL):
+    for name in (CPU_MODEL, GPU_MODEL, REPLIES_MODEL, FP32_MODEL):
         for p in sorted((repo / name).glob("*.p*")):
             sources[f"{name}/{p.name}"] = p
     sources[SHARED_PY] = repo / SHARED_PY
@@ -277,3 +280,37 @@ def _install(int8_dir: Path, cpu_dir: Path, replies_dir: Path) -> None:
     cache.write_manifest(staging, manifest)
     cache.install_version(staging, replies_dir, REPLY_FILES)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def install_fp32(repo: Path, cache_dir: Path, console: Console) -> Path:
+    """Install the FP32 IR of the build that ``inferstream_cpu/1`` holds as
+    ``inferstream_cpu_fp32/1`` (same training run, no quantization), from the build cache."""
+    installed = cache.read_manifest(repo / CPU_MODEL / VERSION) or {}
+    fp32_key = installed.get("fp32_key")
+    if not fp32_key:
+        raise BuildError(
+            f"no {CPU_MODEL}/{VERSION} build installed: run `inferstream build-models`"
+        )
+    fp32_dir = cache_dir / "multitask" / f"fp32-{fp32_key[:24]}"
+    if not cache.verify_folder(fp32_dir, fp32_key, deep=False, names=FP32_FILES):
+        raise BuildError(f"the FP32 stage {fp32_dir} is not in the cache: rebuild with --force")
+    target = repo / FP32_MODEL / VERSION
+    if cache.verify_folder(target, fp32_key, deep=False, names=CPU_FILES):
+        return target
+    work = _staged(cache_dir / "multitask", "fp32-install")
+    try:
+        shutil.copy2(fp32_dir / "fp32.xml", work / "model.xml")
+        shutil.copy2(fp32_dir / "fp32.bin", work / "model.bin")
+        shutil.copy2(repo / CPU_MODEL / "model.py", work / "model.py")
+        shutil.copy2(repo / SHARED_PY, work / SHARED_PY)
+        same = ("labels", "entity_labels", "safety_labels", "sentiment_labels", "top_k", "outputs")
+        manifest = {k: installed[k] for k in same if k in installed}
+        metrics = installed.get("metrics", {})
+        manifest |= {"key": fp32_key, "precision": "fp32", "metrics": {"fp32": metrics.get("fp32")}}
+        manifest["files"] = cache.file_records(work, CPU_FILES)
+        cache.write_manifest(work, manifest)
+        cache.install_version(work, target, CPU_FILES)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    console.log(f"[bold]{FP32_MODEL}[/] installed from {fp32_dir.name} -> {target}")
+    return target

@@ -20,6 +20,15 @@
 | ``inferstream_event_cost_usd`` | histogram | tenant, backend | compute cost of one event |
 | ``inferstream_spans_exported_total`` | counter | | trace spans handed to the exporter's receiver |
 | ``inferstream_spans_dropped_total`` | counter | | trace spans lost (queue full, export failed) |
+| ``inferstream_model_events_total`` | counter | model, version, role | events a version answered |
+| ``inferstream_model_inference_seconds`` | histogram | model, version, role | one batch's call |
+| ``inferstream_model_errors_total`` | counter | model, version, role | events a version failed |
+| ``inferstream_shadow_shed_total`` | counter | model, version, reason | shadow copies dropped |
+| ``inferstream_experiment_events_total`` | counter | experiment, arm | events per arm |
+| ``inferstream_experiment_rollbacks_total`` | counter | experiment | automatic rollbacks |
+
+``role`` is primary, candidate or shadow (docs/experiments.md); ``version`` is the version that
+answered, or the one named (``default`` when none was) where the call failed or was shed.
 
 Label values should come from small, fixed sets (topics, stage names, reason codes, tenants);
 never event ids or free text.
@@ -116,6 +125,30 @@ class Metrics:
             f"{p}_spans_dropped", "Trace spans lost: export queue full or export failed.",
             registry=r,
         )  # fmt: skip
+        self.model_events = Counter(
+            f"{p}_model_events", "Events answered by a model version.",
+            ["model", "version", "role"], registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            f"{p}_model_inference_seconds", "One batch's call of a model version.",
+            ["model", "version", "role"], buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_errors = Counter(
+            f"{p}_model_errors", "Events a model version failed.", ["model", "version", "role"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_shed = Counter(
+            f"{p}_shadow_shed", "Shadow copies dropped under load.",
+            ["model", "version", "reason"], registry=r,
+        )  # fmt: skip
+        self.experiment_events = Counter(
+            f"{p}_experiment_events", "Events served under an experiment.",
+            ["experiment", "arm"], registry=r,
+        )  # fmt: skip
+        self.experiment_rollbacks = Counter(
+            f"{p}_experiment_rollbacks", "Automatic rollbacks published.", ["experiment"],
+            registry=r,
+        )  # fmt: skip
         self._children: dict[tuple[int, Hashable], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -124,6 +157,23 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    # --- model versions and experiments --------------------------------------------------------
+    def model_batch(self, model: str, version: str, role: str, n: int, seconds: float) -> None:
+        self._child(self.model_events, model, version, role).inc(n)
+        self._child(self.model_seconds, model, version, role).observe(seconds)
+
+    def model_error(self, model: str, version: str, role: str, n: int = 1) -> None:
+        self._child(self.model_errors, model, version, role).inc(n)
+
+    def shed(self, model: str, version: str, reason: str) -> None:
+        self._child(self.shadow_shed, model, version, reason).inc()
+
+    def experiment_event(self, experiment: str, arm: str) -> None:
+        self._child(self.experiment_events, experiment, arm).inc()
+
+    def experiment_rollback(self, experiment: str) -> None:
+        self._child(self.experiment_rollbacks, experiment).inc()
 
     # --- events --------------------------------------------------------------------------------
     def event_in(self, topic: str, n: int = 1) -> None:
