@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -55,16 +56,21 @@ def shadow_counts(web_port: int) -> dict[str, float]:
     return out
 
 
-def prepare_shadow(services: Services, shadow: Variant) -> None:
-    """Install the FP32 twin if it is the shadow, and have Triton load the shadow's model."""
+def prepare_shadow(services: Services, shadow: Variant) -> Path | None:
+    """Install the FP32 twin if it is the shadow (returns its folder when this installed it),
+    and have Triton load the shadow's model."""
     import tritonclient.grpc.aio as grpcclient
     from rich.console import Console
 
     settings = services.settings
+    installed = None
     if shadow.model == "inferstream_cpu_fp32":
         from workers.modeling.mt_build import install_fp32
 
+        folder = settings.model_repo / shadow.model / "1"
+        existed = folder.is_dir()
         install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True))
+        installed = None if existed else folder
 
     async def load() -> None:
         client = grpcclient.InferenceServerClient(url=settings.triton_endpoint)
@@ -75,6 +81,7 @@ def prepare_shadow(services: Services, shadow: Variant) -> None:
             await client.close()
 
     asyncio.run(load())
+    return installed
 
 
 def _row(tag: str, phase: dict[str, Any], shadows: dict[str, float] | None) -> str:
@@ -95,8 +102,9 @@ def _row(tag: str, phase: dict[str, Any], shadows: dict[str, float] | None) -> s
 def run(plan: Plan, ports: Ports, shadow: Variant) -> dict[str, Any]:
     services = Services(ports)
     services.start(log)
+    installed = None
     try:
-        prepare_shadow(services, shadow)
+        installed = prepare_shadow(services, shadow)
         worker = Worker(ports, plan.worker_env, name="bench-shadow")
 
         async def body(s: Session) -> dict[str, Any]:
@@ -119,6 +127,9 @@ def run(plan: Plan, ports: Ports, shadow: Variant) -> dict[str, Any]:
 
             await publish(s.target.settings, TENANT, exp.to_json())
             await asyncio.sleep(2.0)  # applied within a poll interval; then some margin
+            # the shadow's first calls (its tokenizer, Triton's first inference) are a warm-up,
+            # as the primary had one: not recorded
+            await s.phase(f"shadowwarm{half:.0f}", rate=half, record=False)
             web = s.target.settings.web_port
             before = shadow_counts(web)
             shadowed = await s.phase(f"shadow{half:.0f}", rate=half)
@@ -138,6 +149,8 @@ def run(plan: Plan, ports: Ports, shadow: Variant) -> dict[str, Any]:
         return run_target(worker, plan, TextPool(), log, body)
     finally:
         services.stop()
+        if installed is not None:  # leave the model repository as it was
+            shutil.rmtree(installed, ignore_errors=True)
 
 
 def report(res: dict[str, Any], shadow: Variant) -> list[str]:

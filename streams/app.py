@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from streams import web
 from streams.agents import conversations, documents
 from streams.engine import Engine
-from streams.publish import FaustPublisher, Publisher
+from streams.publish import FaustPublisher, Publisher, RdkafkaPublisher
 from streams.records import SourceRecord, dead_letter
-from streams.security import faust_credentials, kafka_client_kwargs
+from streams.security import faust_credentials, kafka_client_kwargs, librdkafka_config
 from streams.settings import Settings
 from streams.tables import PolicyTable
 from streams.topics import declare_topics
@@ -194,8 +194,14 @@ def create_app(
             [await publisher.send(settings.topic_deadletter, source.key, value, reason)]
         )
 
+    side = RdkafkaPublisher(
+        {"bootstrap.servers": settings.bootstrap_servers, "client.id": "inferstream-side",
+         **librdkafka_config(settings)}
+    )  # fmt: skip
+
     async def publish(topic: str, key: bytes, value: bytes) -> None:
-        await publisher.flush([await publisher.send(topic, key, value, _JSON)])
+        """Comparison records and rollbacks (docs/experiments.md): at least once."""
+        await side.flush([await side.send(topic, key, value, _JSON)])
 
     ready = _always_ready
     tables_ready: Callable[[], bool] = lambda: True  # noqa: E731
@@ -275,6 +281,7 @@ def create_app(
         try:
             await engine.run()
         finally:
+            await side.close()
             if spans is not None:
                 spans.shutdown()  # type: ignore[no-untyped-call]  # flushes held spans
 

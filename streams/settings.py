@@ -136,6 +136,16 @@ class Settings(BaseSettings):
     shadow_max_inflight: int = Field(
         1, ge=1, description="Batches of shadow copies in flight at once, per shadow version."
     )
+    shadow_max_batch: int = Field(
+        8, ge=1, description="Most shadow copies in one model call (short calls pace finely)."
+    )
+    shadow_max_duty: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of the time a shadow version's model calls may be in flight; "
+        "bounds the CPU a shadow takes from the primary on a shared host.",
+    )
     shadow_max_pending: int = Field(
         256,
         ge=1,

@@ -95,6 +95,11 @@ class MicroBatcher(Generic[T, R]):
     def inflight(self) -> int:
         return self._inflight
 
+    def backlog(self) -> int:
+        """Items queued while every in-flight slot is taken: they wait for the model, not for
+        their batch to fill (0 while a slot is free)."""
+        return len(self._queue) if self._inflight >= self.max_inflight else 0
+
     async def drain(self) -> None:
         """Flush what is queued without waiting for ``max_wait_s`` and wait until everything
         submitted so far has resolved (results or errors; errors are not raised here)."""

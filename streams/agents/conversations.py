@@ -40,7 +40,7 @@ from workers.conversation import ConversationController, DialogueCache, Rejected
 from workers.cost import CostModel
 from workers.errors import InvalidEvent
 from workers.experiments.config import ExperimentStore, Variant
-from workers.experiments.serving import PRIMARY, SHADOW, ExperimentRunner, Routed
+from workers.experiments.serving import PRIMARY, SHADOW, DutyCycle, ExperimentRunner, Routed
 from workers.governance import Governor
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
@@ -184,7 +184,6 @@ class ConversationHandler:
         self, store: ExperimentStore, publish: Callable[[str, bytes, bytes], Awaitable[None]]
     ) -> ExperimentRunner[_Item]:
         settings = self.settings
-        busy = settings.max_batch * (settings.max_inflight + 1)
         runner: ExperimentRunner[_Item] = ExperimentRunner(
             store,
             self._variant_batcher,
@@ -193,21 +192,34 @@ class ConversationHandler:
             metrics=self.metrics,
             worker=self.worker_id,
             shadow_max_pending=settings.shadow_max_pending,
-            pressure=lambda: runner.serving_pending() > busy,
+            pressure=lambda: runner.serving_backlog() > 0,
             clock=self.clock,
         )
         runner.batchers[(Variant(settings.model_name), PRIMARY)] = self.batcher
         return runner
 
     def _variant_batcher(self, variant: Variant, role: str) -> MicroBatcher[_Item, Prediction]:
-        inflight = (
-            self.settings.shadow_max_inflight if role == SHADOW else self.settings.max_inflight
+        settings = self.settings
+        infer = functools.partial(
+            self._infer, classifier=self._classifier(variant, role), role=role
         )
+        if role != SHADOW:
+            return MicroBatcher(
+                infer,
+                max_batch=settings.max_batch,
+                max_wait_s=settings.max_wait_ms / 1000.0,
+                max_inflight=settings.max_inflight,
+            )
+        pace = DutyCycle(settings.shadow_max_duty)
+
+        async def shadow(items: list[_Item]) -> list[Prediction]:
+            return await pace.run(lambda: infer(items))
+
         return MicroBatcher(
-            functools.partial(self._infer, classifier=self._classifier(variant, role), role=role),
-            max_batch=self.settings.max_batch,
-            max_wait_s=self.settings.max_wait_ms / 1000.0,
-            max_inflight=inflight,
+            shadow,
+            max_batch=settings.shadow_max_batch,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_inflight=settings.shadow_max_inflight,
         )
 
     def _classifier(self, variant: Variant, role: str) -> TurnClassifier:

@@ -224,3 +224,21 @@ async def test_a_cancelled_submission_is_not_sent() -> None:
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(Model(), max_batch=0, max_wait_s=0.1)
+
+
+async def test_backlog_counts_what_waits_for_a_slot_only() -> None:
+    release = asyncio.Event()
+
+    async def slow(items: list[int]) -> list[int]:
+        await release.wait()
+        return items
+
+    b: MicroBatcher[int, int] = MicroBatcher(slow, max_batch=2, max_wait_s=0.0, max_inflight=1)
+    first = [b.submit("k", 0)]  # due at once: in flight
+    await asyncio.sleep(0)
+    assert b.inflight() == 1 and b.backlog() == 0
+    later = [b.submit("k", i) for i in range(1, 5)]  # no free slot: they wait for the model
+    assert b.backlog() == 4
+    release.set()
+    assert await asyncio.gather(*first, *later) == [0, 1, 2, 3, 4]
+    assert b.backlog() == 0

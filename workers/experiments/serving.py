@@ -8,7 +8,8 @@ also picks the retries: a primary retries a retriable failure until it succeeds 
 default model does), candidates and shadows give up after a few tries. A shadow
 copy is shed (counted, listed in the comparison record) when its batcher already holds
 ``shadow_max_pending`` copies or when the served path is under pressure (``pressure()``): under
-load, shadows go first.
+load, shadows go first. ``DutyCycle`` paces a shadow version's calls (the wiring wraps each
+shadow batch in it).
 
 A candidate that fails a turn (any error, after its bounded retries) does not lose it: the
 primary answers, and the failure counts against the candidate in the guard and the record.
@@ -50,6 +51,36 @@ class Routed:
     served: asyncio.Future[Prediction]
     shadows: list[tuple[Variant, asyncio.Future[Prediction]]] = field(default_factory=list)
     shed: list[Variant] = field(default_factory=list)
+
+
+class DutyCycle:
+    """Paces one shadow version's model calls: after a call that took ``t`` seconds, the next
+    starts no sooner than ``t * (1 / duty - 1)`` later, so the shadow's calls are in flight at
+    most ``duty`` of the time (with one in flight at a time). On a host where the shadow shares
+    CPU with the primary, this bounds what it can take; the copies that wait meanwhile fill the
+    shadow's queue, and the rest are shed."""
+
+    def __init__(
+        self,
+        duty: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not 0 < duty <= 1:
+            raise ValueError("duty must be in (0, 1]")
+        self.duty, self.clock, self.sleep = duty, clock, sleep
+        self._next = 0.0
+
+    async def run(self, call: Callable[[], Awaitable[R]]) -> R:
+        wait = self._next - self.clock()
+        if wait > 0:
+            await self.sleep(wait)
+        began = self.clock()
+        try:
+            return await call()
+        finally:
+            took = self.clock() - began
+            self._next = self.clock() + took * (1.0 / self.duty - 1.0)
 
 
 def _retrieve(fut: asyncio.Future[Prediction]) -> None:
@@ -97,8 +128,9 @@ class ExperimentRunner(Generic[T]):
             batcher = self.batchers[key] = self.make_batcher(variant, role)
         return batcher
 
-    def serving_pending(self) -> int:
-        return sum(b.pending() for (_, role), b in self.batchers.items() if role != SHADOW)
+    def serving_backlog(self) -> int:
+        """Turns a user waits for that wait for a free model slot (see MicroBatcher.backlog)."""
+        return sum(b.backlog() for (_, role), b in self.batchers.items() if role != SHADOW)
 
     # --- at fetch ------------------------------------------------------------------------------
     def assign(self, tenant: str, conversation_id: str) -> Assignment | None:

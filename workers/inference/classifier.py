@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,7 +50,9 @@ def softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _named_tokenizer(max_seq_len: int, name: str) -> ModelTokenizer:
+    """One tokenizer per (length, name) in the process: versions of a model share theirs."""
     return ModelTokenizer(max_seq_len, name=name)
 
 
@@ -77,9 +81,10 @@ class TurnClassifier:
         self._tokenizer: ModelTokenizer | None = None
 
     async def _tokenizer_for(self, info: ModelInfo) -> ModelTokenizer:
-        if self._tokenizer is None:
+        if self._tokenizer is None:  # loading one takes ~1 s: not on the event loop
             length = min(self.max_seq_len, info.max_seq_len)
-            self._tokenizer = self._tokenizer_factory(length, info.tokenizer)
+            made = await asyncio.to_thread(self._tokenizer_factory, length, info.tokenizer)
+            self._tokenizer = self._tokenizer or made
         return self._tokenizer
 
     async def model_info(self) -> ModelInfo:

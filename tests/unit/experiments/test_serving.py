@@ -27,7 +27,7 @@ from workers.experiments.config import (
     Variant,
     parse_experiment,
 )
-from workers.experiments.serving import CANDIDATE, PRIMARY, SHADOW, ExperimentRunner
+from workers.experiments.serving import CANDIDATE, PRIMARY, SHADOW, DutyCycle, ExperimentRunner
 from workers.inference.classifier import Prediction
 from workers.telemetry.metrics import Metrics
 
@@ -573,3 +573,58 @@ def test_no_experiment_in_force_no_assignment() -> None:
     assert isinstance(r.runner.assign("acme", "c1"), Assignment)
     r.store.apply("*", None)  # tombstone: the experiment ends
     assert r.runner.assign("acme", "c1") is None
+
+
+# --- pacing a shadow version's calls -----------------------------------------------------------
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_duty_cycle_bounds_the_share_of_time_in_flight() -> None:
+    t = FakeTime()
+    pace = DutyCycle(0.25, clock=t.clock, sleep=t.sleep)
+
+    async def call() -> str:
+        t.now += 2.0  # each call takes 2 s
+        return "ok"
+
+    began = t.now
+    for _ in range(4):
+        assert await pace.run(call) == "ok"
+    # 4 calls of 2 s at 25 % duty: 6 s of pause after each but the last is owed
+    assert t.slept == [6.0, 6.0, 6.0]
+    assert (t.now - began) == 4 * 2.0 + 3 * 6.0
+
+
+async def test_duty_cycle_of_one_never_waits_and_a_failed_call_still_counts() -> None:
+    t = FakeTime()
+    full = DutyCycle(1.0, clock=t.clock, sleep=t.sleep)
+
+    async def quick() -> int:
+        t.now += 1.0
+        return 1
+
+    await full.run(quick)
+    await full.run(quick)
+    assert t.slept == []
+    half = DutyCycle(0.5, clock=t.clock, sleep=t.sleep)
+
+    async def broken() -> int:
+        t.now += 3.0
+        raise InferenceUnavailable("down")
+
+    with pytest.raises(InferenceUnavailable):
+        await half.run(broken)
+    await half.run(quick)
+    assert t.slept == [3.0]  # the failed call's time paid for too
+    with pytest.raises(ValueError):
+        DutyCycle(0.0)
