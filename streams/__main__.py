@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -394,24 +395,31 @@ def experiment_show() -> None:
         click.echo("no experiment in force: every turn goes to the configured model", err=True)
 
 
-@experiment.command("promote")
-@click.argument("name")
-@click.option("--candidate", default=None, help="MODEL[:VERSION] (needed with several).")
-def experiment_promote(name: str, candidate: str | None) -> None:
-    """Make NAME's candidate the primary: all its conversations move to it."""
+def _change_experiment(name: str, change: Callable[[Any, str], Any | None]) -> None:
+    """Publish ``change(experiment in force, who)`` (None: a tombstone) for experiment NAME."""
     from streams import experiments as ex
-    from workers.experiments.config import Variant
 
     settings = Settings()
 
     async def go() -> None:
         exp = ex.find(await ex.current(settings), name)
-        chosen = Variant.parse(candidate) if candidate else None
-        new = exp.promoted(chosen, at=time.time(), by=f"cli@{socket.gethostname()}")
-        await ex.publish(settings, exp.tenant, new.to_json())
-        click.echo(f"experiment {name} v{new.version}: {new.reason}")
+        new = change(exp, f"cli@{socket.gethostname()}")
+        await ex.publish(settings, exp.tenant, None if new is None else new.to_json())
+        said = f"ended for tenant {exp.tenant}" if new is None else f"v{new.version}: {new.reason}"
+        click.echo(f"experiment {name} {said}")
 
     _experiment_call(go())
+
+
+@experiment.command("promote")
+@click.argument("name")
+@click.option("--candidate", default=None, help="MODEL[:VERSION] (needed with several).")
+def experiment_promote(name: str, candidate: str | None) -> None:
+    """Make NAME's candidate the primary: all its conversations move to it."""
+    from workers.experiments.config import Variant
+
+    chosen = Variant.parse(candidate) if candidate else None
+    _change_experiment(name, lambda exp, by: exp.promoted(chosen, at=time.time(), by=by))
 
 
 @experiment.command("rollback")
@@ -419,33 +427,14 @@ def experiment_promote(name: str, candidate: str | None) -> None:
 @click.option("--reason", default="rolled back by hand", show_default=True)
 def experiment_rollback(name: str, reason: str) -> None:
     """Send every conversation of NAME back to its primary (shadows go on)."""
-    from streams import experiments as ex
-
-    settings = Settings()
-
-    async def go() -> None:
-        exp = ex.find(await ex.current(settings), name)
-        new = exp.rolled_back(reason, at=time.time(), by=f"cli@{socket.gethostname()}")
-        await ex.publish(settings, exp.tenant, new.to_json())
-        click.echo(f"experiment {name} v{new.version}: candidates removed ({reason})")
-
-    _experiment_call(go())
+    _change_experiment(name, lambda exp, by: exp.rolled_back(reason, at=time.time(), by=by))
 
 
 @experiment.command("end")
 @click.argument("name")
 def experiment_end(name: str) -> None:
     """End NAME (a tombstone): its tenant's turns go to the configured model again."""
-    from streams import experiments as ex
-
-    settings = Settings()
-
-    async def go() -> None:
-        exp = ex.find(await ex.current(settings), name)
-        await ex.publish(settings, exp.tenant, None)
-        click.echo(f"experiment {name} ended for tenant {exp.tenant}")
-
-    _experiment_call(go())
+    _change_experiment(name, lambda exp, by: None)
 
 
 @experiment.command("report")

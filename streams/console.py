@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from rich.console import Console
 from rich.table import Table
 
@@ -27,15 +27,47 @@ console = Console()
 
 async def publish_policy(settings: Settings, tenant: str, value: bytes | None) -> None:
     """Write one record (None = tombstone) to the compacted policies topic, key = tenant."""
+    await publish_one(settings, settings.topic_policies, tenant.encode(), value)
+
+
+async def publish_one(settings: Settings, topic: str, key: bytes, value: bytes | None) -> None:
+    """One record (None = tombstone), acknowledged by all in-sync replicas."""
     await ensure_topics(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
     )
     await producer.start()
     try:
-        await producer.send_and_wait(settings.topic_policies, key=tenant.encode(), value=value)
+        await producer.send_and_wait(topic, key=key, value=value)
     finally:
         await producer.stop()
+
+
+async def scan(
+    settings: Settings, topic: str, timeout_s: float | None = None
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes], None]:
+    """Every committed record of ``topic`` from its beginning to its end when the scan began
+    (no group). ``timeout_s``: how long to wait for the topic to exist (None: no limit)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        isolation_level="read_committed",
+        **kafka_client_kwargs(settings),
+    )
+    await consumer.start()
+    try:
+        parts = await topic_partitions(consumer, topic, timeout_s=timeout_s)
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        while any([await consumer.position(tp) < end[tp] for tp in parts]):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    yield rec
+    finally:
+        await consumer.stop()
 
 
 def allow_all_policy(tenant: str, version: int) -> bytes:

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.admin import ensure_topics, topic_partitions
-from streams.security import kafka_client_kwargs
+from streams.admin import ensure_topics
+from streams.console import publish_one, scan
 from streams.settings import Settings
 from workers.errors import InvalidEvent
 from workers.experiments.config import (
@@ -34,27 +33,7 @@ class ExperimentError(RuntimeError):
 async def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
     """Every record of ``topic`` from the beginning to its end now, as (key, value)."""
     await ensure_topics(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        isolation_level="read_committed",
-        **kafka_client_kwargs(settings),
-    )
-    await consumer.start()
-    out: list[tuple[bytes | None, bytes | None]] = []
-    try:
-        parts = await topic_partitions(consumer, topic)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        while any([await consumer.position(tp) < end[tp] for tp in parts]):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                out.extend((r.key, r.value) for r in records)
-    finally:
-        await consumer.stop()
-    return out
+    return [(rec.key, rec.value) async for rec in scan(settings, topic)]
 
 
 async def current(settings: Settings) -> ExperimentStore:
@@ -80,15 +59,7 @@ def find(store: ExperimentStore, name: str) -> Experiment:
 
 async def publish(settings: Settings, tenant: str, value: bytes | None) -> None:
     """One record (None = tombstone: the tenant's experiment ends), acknowledged by all ISRs."""
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", **kafka_client_kwargs(settings)
-    )
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topic_experiments, key=tenant.encode(), value=value)
-    finally:
-        await producer.stop()
+    await publish_one(settings, settings.topic_experiments, tenant.encode(), value)
 
 
 async def check_served(

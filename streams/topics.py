@@ -63,7 +63,10 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
         "analytics": spec(settings.topic_analytics, 30),
         "policies": policies,
         "experiments": TopicSpec(
-            settings.topic_experiments, 1, settings.replication_factor, dict(policies.config)
+            settings.topic_experiments,
+            settings.topic_partitions,
+            settings.replication_factor,
+            dict(policies.config),
         ),
         "experiment_events": spec(settings.topic_experiment_events, 30),
     }

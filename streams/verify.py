@@ -4,13 +4,12 @@ module finds the record a text fragment came from on the output topic, by its pr
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from streams.admin import topic_partitions
-from streams.security import kafka_client_kwargs
+from streams.console import scan
 from streams.settings import Settings
 from workers.provenance import textmark
 from workers.provenance.envelope import Envelope
@@ -61,29 +60,13 @@ async def check_text(settings: Settings, text: str, keys: KeyRing) -> tuple[bool
 async def find_record(settings: Settings, provenance_id: str) -> dict[str, Any] | None:
     """Scan the output topic (from the beginning to its current end) for the provenance id."""
     needle = provenance_id.encode()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        **kafka_client_kwargs(settings),
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
     try:
-        try:
-            parts = await topic_partitions(consumer, settings.topic_out, timeout_s=5.0)
-        except TimeoutError:
-            return None
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        while any([await consumer.position(tp) < end[tp] for tp in parts]):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    if rec.value and needle in rec.value:
-                        value: dict[str, Any] = orjson.loads(rec.value)
-                        if value.get("provenance", {}).get("provenance_id") == provenance_id:
-                            return value
-    finally:
-        await consumer.stop()
+        async with aclosing(scan(settings, settings.topic_out, timeout_s=5.0)) as records:
+            async for rec in records:
+                if rec.value and needle in rec.value:
+                    value: dict[str, Any] = orjson.loads(rec.value)
+                    if value.get("provenance", {}).get("provenance_id") == provenance_id:
+                        return value
+    except TimeoutError:  # no output topic yet
+        return None
     return None

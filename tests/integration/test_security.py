@@ -276,6 +276,8 @@ def test_the_worker_process_runs_on_its_credentials_and_waits_out_a_missing_gran
         "topic_documents_in": f"{run}.din",
         "topic_documents_out": f"{run}.dout",
         "topic_analytics": f"ungranted.{uid()}.analytics",
+        "topic_experiments": f"{run}.experiments",
+        "topic_experiment_events": f"{run}.xevents",
         "app_id": app_id,
         "topic_partitions": 2,
     }
@@ -338,6 +340,8 @@ def test_three_brokers_keep_serving_with_one_killed(cluster: SecureCluster) -> N
     fields: dict[str, Any] = {f"topic_{role}": f"{run}.{role}" for role in roles} | {
         "topic_documents_in": f"{run}.din",
         "topic_documents_out": f"{run}.dout",
+        "topic_experiments": f"{run}.experiments",
+        "topic_experiment_events": f"{run}.xevents",
         "app_id": run,
         "topic_partitions": 2,
     }

@@ -28,6 +28,8 @@ Rendered = dict[str, list[Obj]]
 # In settings.env ahead of its field in streams/settings.py (pydantic ignores it until then).
 PENDING_SETTINGS: set[str] = set()
 TOPICS = {
+    "experiments",
+    "experiments.events",
     "conversations.in",
     "conversations.out",
     "deadletter",
@@ -39,7 +41,12 @@ TOPICS = {
     "inferstream-context-changelog",
     "inferstream-dedupe-changelog",
 }
-COMPACTED = {"policies", "inferstream-context-changelog", "inferstream-dedupe-changelog"}
+COMPACTED = {
+    "policies",
+    "experiments",
+    "inferstream-context-changelog",
+    "inferstream-dedupe-changelog",
+}
 
 
 def settings_map(objs: list[Obj]) -> dict[str, str]:
@@ -213,7 +220,7 @@ def test_worker_acls_cover_its_topics_group_and_transactions(rendered: Rendered)
         grants.setdefault(key, set()).update(acl["operations"])
     topic_grants = {name: ops for (kind, name, _), ops in grants.items() if kind == "topic"}
     assert set(topic_grants) == TOPICS  # every topic, and no other
-    for name in ("conversations.in", "documents.in", "policies"):
+    for name in ("conversations.in", "documents.in", "policies", "experiments"):
         assert {"Read", "Describe"} <= topic_grants[name], name
     for name in TOPICS - {"conversations.in", "documents.in", "policies"}:
         assert {"Write", "Describe"} <= topic_grants[name], name
