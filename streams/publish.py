@@ -50,11 +50,16 @@ class RdkafkaPublisher:
     records are outstanding."""
 
     def __init__(self, conf: Mapping[str, Any], poll_s: float = 0.02) -> None:
-        self._producer = Producer(
-            {**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 20}
-        )
+        self.conf = {**conf, "enable.idempotence": True, "acks": "all", "linger.ms": 20}
         self.poll_s = poll_s
+        self._made: Producer | None = None  # made at the first send: most workers never send
         self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def _producer(self) -> Producer:
+        if self._made is None:
+            self._made = Producer(self.conf)
+        return self._made
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, bytes]
@@ -94,6 +99,8 @@ class RdkafkaPublisher:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        left = await asyncio.to_thread(self._producer.flush, timeout_s)
+        if self._made is None:
+            return
+        left = await asyncio.to_thread(self._made.flush, timeout_s)
         if left:
             log.warning("%d records outside the transaction not delivered at close", left)
