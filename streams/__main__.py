@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from streams import console, local
+from streams.experiments import experiment
 from streams.samples import sample_events
 from streams.settings import Settings
 
@@ -299,157 +297,6 @@ def policy_delete(tenant: str) -> None:
     click.echo(f"deleted policy of {tenant}")
 
 
-@cli.group()
-def experiment() -> None:
-    """Model experiments: canary, A/B and shadow versions, switched live (docs/experiments.md)."""
-
-
-def _experiment_call(coro: Any) -> Any:
-    from streams.experiments import ExperimentError
-    from workers.errors import InvalidEvent
-
-    try:
-        return asyncio.run(coro)
-    except (ExperimentError, InvalidEvent) as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-@experiment.command("set")
-@click.argument("name")
-@click.option("--primary", required=True, help="MODEL[:VERSION] that answers by default.")
-@click.option(
-    "--candidate", "candidates", multiple=True, help="MODEL[:VERSION]=SHARE, e.g. m:2=0.1."
-)
-@click.option(
-    "--shadow", "shadows", multiple=True, help="MODEL[:VERSION][=SHARE] (default share 1)."
-)
-@click.option("--tenant", default="*", show_default=True, help="A tenant, or * for all.")
-@click.option("--guard-window", type=float, default=60.0, show_default=True, help="Seconds.")
-@click.option("--guard-min-events", type=int, default=100, show_default=True)
-@click.option("--max-error-rate-delta", type=float, default=0.02, show_default=True)
-@click.option("--max-p99-ratio", type=float, default=1.5, show_default=True)
-@click.option("--no-guard", is_flag=True, help="No automatic rollback.")
-@click.option("--load", is_flag=True, help="Ask Triton to load models it does not serve yet.")
-@click.option("--no-check", is_flag=True, help="Do not check that Triton serves each version.")
-def experiment_set(
-    name: str,
-    primary: str,
-    candidates: tuple[str, ...],
-    shadows: tuple[str, ...],
-    tenant: str,
-    guard_window: float,
-    guard_min_events: int,
-    max_error_rate_delta: float,
-    max_p99_ratio: float,
-    no_guard: bool,
-    load: bool,
-    no_check: bool,
-) -> None:
-    """Start (or change) experiment NAME; every worker applies it within seconds."""
-    from streams import experiments as ex
-    from workers.experiments.config import GuardRails
-
-    settings = Settings()
-
-    async def go() -> None:
-        store = await ex.current(settings)
-        exp = ex.new_experiment(
-            name,
-            tenant=tenant,
-            primary=primary,
-            candidates=candidates,
-            shadows=shadows,
-            guard=GuardRails(
-                not no_guard, guard_window, guard_min_events, max_error_rate_delta, max_p99_ratio
-            ),
-            previous=store.exact(tenant),
-            by=f"cli@{socket.gethostname()}",
-        )
-        if not no_check:
-            for model in await ex.check_served(settings, exp.variants(), load=load):
-                click.echo(f"Triton loaded {model}")
-        await ex.publish(settings, tenant, exp.to_json())
-        click.echo(f"experiment {name} v{exp.version} for tenant {tenant}: {_arms(exp)}")
-
-    _experiment_call(go())
-
-
-def _arms(exp: Any) -> str:
-    parts = [f"primary {exp.primary.label}"]
-    parts += [f"candidate {c.variant.label} {c.share:.0%}" for c in exp.candidates]
-    parts += [f"shadow {s.variant.label} {s.share:.0%}" for s in exp.shadows]
-    return ", ".join(parts)
-
-
-@experiment.command("show")
-def experiment_show() -> None:
-    """Print the experiments in force (JSON lines)."""
-    import orjson
-
-    from streams import experiments as ex
-
-    store = _experiment_call(ex.current(Settings()))
-    for row in ex.describe(store):
-        click.echo(orjson.dumps(row).decode())
-    if not len(store):
-        click.echo("no experiment in force: every turn goes to the configured model", err=True)
-
-
-def _change_experiment(name: str, change: Callable[[Any, str], Any | None]) -> None:
-    """Publish ``change(experiment in force, who)`` (None: a tombstone) for experiment NAME."""
-    from streams import experiments as ex
-
-    settings = Settings()
-
-    async def go() -> None:
-        exp = ex.find(await ex.current(settings), name)
-        new = change(exp, f"cli@{socket.gethostname()}")
-        await ex.publish(settings, exp.tenant, None if new is None else new.to_json())
-        said = f"ended for tenant {exp.tenant}" if new is None else f"v{new.version}: {new.reason}"
-        click.echo(f"experiment {name} {said}")
-
-    _experiment_call(go())
-
-
-@experiment.command("promote")
-@click.argument("name")
-@click.option("--candidate", default=None, help="MODEL[:VERSION] (needed with several).")
-def experiment_promote(name: str, candidate: str | None) -> None:
-    """Make NAME's candidate the primary: all its conversations move to it."""
-    from workers.experiments.config import Variant
-
-    chosen = Variant.parse(candidate) if candidate else None
-    _change_experiment(name, lambda exp, by: exp.promoted(chosen, at=time.time(), by=by))
-
-
-@experiment.command("rollback")
-@click.argument("name")
-@click.option("--reason", default="rolled back by hand", show_default=True)
-def experiment_rollback(name: str, reason: str) -> None:
-    """Send every conversation of NAME back to its primary (shadows go on)."""
-    _change_experiment(name, lambda exp, by: exp.rolled_back(reason, at=time.time(), by=by))
-
-
-@experiment.command("end")
-@click.argument("name")
-def experiment_end(name: str) -> None:
-    """End NAME (a tombstone): its tenant's turns go to the configured model again."""
-    _change_experiment(name, lambda exp, by: None)
-
-
-@experiment.command("report")
-@click.argument("name")
-def experiment_report(name: str) -> None:
-    """Agreement, latency and error rates per version, with 95 % intervals."""
-    from streams import experiments as ex
-
-    report = _experiment_call(ex.report(Settings(), name))
-    if not report.events:
-        raise click.ClickException(f"no {Settings().topic_experiment_events} record of {name}")
-    for line in report.lines():
-        click.echo(line)
-
-
 @cli.command()
 @click.option("--url", default=None, help="Worker metrics URL (default: this worker's web port).")
 @click.option("--refresh", "refresh_s", type=float, default=1.0, show_default=True)
@@ -464,6 +311,9 @@ def top(url: str | None, refresh_s: float, iterations: int | None) -> None:
 
 def main() -> None:
     cli(prog_name="inferstream")
+
+
+cli.add_command(experiment)
 
 
 if __name__ == "__main__":
