@@ -174,6 +174,7 @@ class ConversationHandler:
             max_inflight=settings.max_inflight,
         )
         self.runner: ExperimentRunner[_Item] | None = None
+        self._default = Variant(settings.model_name)  # the configured model: self.classifier
         self._variant_classifier = variant_classifier
         self._classifiers: dict[tuple[Variant, str], TurnClassifier] = {}
         if experiments is not None and variant_classifier is not None and publish is not None:
@@ -195,7 +196,7 @@ class ConversationHandler:
             pressure=lambda: runner.serving_backlog() > 0,
             clock=self.clock,
         )
-        runner.batchers[(Variant(settings.model_name), PRIMARY)] = self.batcher
+        runner.batchers[(self._default, PRIMARY)] = self.batcher
         return runner
 
     def _variant_batcher(self, variant: Variant, role: str) -> MicroBatcher[_Item, Prediction]:
@@ -223,7 +224,7 @@ class ConversationHandler:
         )
 
     def _classifier(self, variant: Variant, role: str) -> TurnClassifier:
-        if variant == Variant(self.settings.model_name) and role == PRIMARY:
+        if variant == self._default and role == PRIMARY:
             return self.classifier
         clf = self._classifiers.get((variant, role))
         if clf is None:
@@ -278,14 +279,14 @@ class ConversationHandler:
         if role == SHADOW:
             predictions = await (classifier or self.classifier).classify(texts)
         else:
-            predictions = await self._infer_served(items, classifier or self.classifier)
+            predictions = await self._infer_served(items, texts, classifier or self.classifier)
         first = predictions[0]
         seconds = time.perf_counter() - started
         self.metrics.model_batch(first.model_name, first.model_version, role, len(items), seconds)
         return predictions
 
     async def _infer_served(
-        self, items: list[_Item], classifier: TurnClassifier
+        self, items: list[_Item], texts: list[str], classifier: TurnClassifier
     ) -> list[Prediction]:
         tracing, now = self.tracing, time.time_ns()
         for item in items:
@@ -295,7 +296,7 @@ class ConversationHandler:
             self.metrics.time_stage("inference"),
             tracing.batch_span("inference", [i.span for i in items]) as span,
         ):
-            predictions = await classifier.classify([i.text for i in items])
+            predictions = await classifier.classify(texts)
             first = predictions[0]
             span.set(ATTR_BACKEND, first.backend)
             span.set(ATTR_MODEL_NAME, first.model_name)

@@ -21,11 +21,15 @@ from workers.experiments.config import GuardRails
 ARMS = ("primary", "candidate")
 
 
+def nearest_rank(n: int, fraction: float) -> int:
+    """The 1-based nearest rank of the ``fraction`` quantile among ``n`` sorted values."""
+    return max(1, math.ceil(fraction * n - 1e-9))  # 0.07 of 100 is rank 7, not 8
+
+
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank ``q`` percentile (0 < q <= 100) of a non-empty list."""
     ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered) / 100.0 - 1e-9))  # 7 % of 100 is rank 7, not 8
-    return ordered[rank - 1]
+    return ordered[nearest_rank(len(ordered), q / 100.0) - 1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workers.experiments.guard import nearest_rank
+
 Z95 = 1.959964
 
 
@@ -59,7 +61,7 @@ def quantile_interval(values: list[float], q: float) -> Interval:
     if n == 0:
         return Interval(None, None, None)
     xs = sorted(values)
-    at = max(1, math.ceil(q * n - 1e-9))
+    at = nearest_rank(n, q)
     spread = Z95 * math.sqrt(n * q * (1 - q))
     lo, hi = math.floor(n * q - spread), math.ceil(n * q + spread) + 1
     if lo < 1 or hi > n:  # too few events for an interval at this quantile
