@@ -36,6 +36,8 @@ if [ ! -x "$stub_dst" ]; then
 fi
 
 bash deploy/kafka/fetch.sh
+echo "[setup] fonts for the OCR evaluation set (Debian packages, unpacked into a cache)"
+bash deploy/fonts/fetch.sh --path >/dev/null
 echo "[setup] kustomize (pinned, for tests/unit/k8s)"
 bash deploy/k8s/kustomize.sh --path >/dev/null
 echo "[setup] done"
