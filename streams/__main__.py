@@ -57,11 +57,13 @@ def _build_models(
     from workers.modeling.build import build_models
     from workers.modeling.mt_build import install_fp32
     from workers.modeling.steps import BuildError
+    from workers.ocr.install import install_ocr
 
     try:  # a cache hit (same code, config and weights) takes well under a second
         build_models(
             settings.model_repo, settings.cache_dir, force=force, int8_tolerance=int8_tolerance
         )
+        install_ocr(settings.model_repo, Console(stderr=True).print)  # PP-OCRv4, as shipped
         if fp32:
             install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True))
     except BuildError as exc:

@@ -23,6 +23,7 @@ from streams.security import faust_credentials, kafka_client_kwargs, librdkafka_
 from streams.settings import Settings
 from streams.tables import PolicyTable
 from streams.topics import declare_topics
+from workers.attachments import AttachmentLimits, LocalObjectStore
 from workers.cost import CostModel
 from workers.errors import InvalidEvent
 from workers.experiments.config import ExperimentStore, Variant
@@ -40,6 +41,9 @@ from workers.inference.router import (
     RoutedClient,
 )
 from workers.inference.triton import TritonClassifierClient
+from workers.ocr.client import TritonOcrClient
+from workers.ocr.processing import DetConfig
+from workers.ocr.reader import ImageReader
 from workers.provenance.keys import KeyRing
 from workers.provenance.stamp import Watermarker
 from workers.retry import Backoff
@@ -112,6 +116,36 @@ def build_variant_classifier(
     )
     return TurnClassifier(
         client, backoff, max_seq_len=settings.max_seq_len, max_batch=settings.max_batch
+    )
+
+
+def build_reader(settings: Settings, metrics: Metrics | None = None) -> ImageReader:
+    """OCR of image attachments: the two OCR models on Triton, the local object store."""
+    client = TritonOcrClient(
+        settings.triton_endpoint,
+        det_model=settings.ocr_det_model,
+        rec_model=settings.ocr_rec_model,
+        timeout_s=settings.inference_timeout_s,
+    )
+    limits = AttachmentLimits(
+        max_bytes=settings.attachment_max_bytes,
+        max_pixels=settings.attachment_max_pixels,
+        max_count=settings.attachment_max_count,
+    )
+    backoff = Backoff(
+        initial_s=settings.retry_initial_s,
+        max_s=settings.retry_max_s,
+        on_retry=(lambda exc: metrics.triton_error("unavailable")) if metrics else None,
+    )
+    return ImageReader(
+        client,
+        LocalObjectStore(settings.attachment_path),
+        limits,
+        backoff,
+        max_inflight=settings.ocr_max_inflight,
+        min_confidence=settings.ocr_min_confidence,
+        det=DetConfig(max_side=settings.ocr_max_side),
+        metrics=metrics,
     )
 
 
@@ -242,6 +276,7 @@ def create_app(
         on_export=metrics.spans_exported,
     )
     tracing = KafkaTracing(spans, consumer_group=settings.app_id)
+    reader = build_reader(settings, metrics) if settings.ocr_enabled else None
     handler = conversations.ConversationHandler(
         settings,
         classifier,
@@ -253,10 +288,16 @@ def create_app(
         experiments=experiments,
         variant_classifier=lambda v, role: build_variant_classifier(settings, v, role, metrics),
         publish=publish,
+        reader=reader,
     )
 
     docs = documents.DocumentHandler(
-        settings, classifier, worker_id=worker_id, governor=governor, metrics=metrics
+        settings,
+        classifier,
+        worker_id=worker_id,
+        governor=governor,
+        metrics=metrics,
+        reader=reader,
     )
     engine = Engine(
         settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
@@ -17,7 +18,13 @@ from rich.table import Table
 
 from streams.admin import ensure_topics, topic_partitions
 from streams.records import ConversationEvent, DocumentEvent
-from streams.samples import POLICY_TENANTS, SAMPLE_NOTE, SAMPLE_TURNS, sample_events
+from streams.samples import (
+    POLICY_TENANTS,
+    SAMPLE_NOTE,
+    SAMPLE_TURNS,
+    sample_events,
+    sample_image_png,
+)
 from streams.security import kafka_client_kwargs
 from streams.settings import Settings
 from workers.provenance.textmark import strip
@@ -197,6 +204,7 @@ async def demo(settings: Settings, repeat: int, burst: int, timeout_s: float = 1
         _print_results(samples, results)
 
         await _demo_document(settings, run_id, timeout_s)
+        await _demo_image(settings, run_id, consumer, timeout_s)
         base = list(sample_events(f"burst-{run_id}", repeat=burst // SAMPLE_TURNS + 1))[:burst]
         start = time.perf_counter()
         events = list(_stamped(base))
@@ -240,6 +248,44 @@ async def _demo_document(settings: Settings, run_id: str, timeout_s: float) -> N
     for kind, items in result.get("grouped", {}).items():
         found = ", ".join(f"{i['text']} [{i['start']}:{i['end']}]" for i in items)
         console.print(f"  [bold]{kind}[/]: {found}")
+
+
+async def _demo_image(
+    settings: Settings, run_id: str, consumer: AIOKafkaConsumer, timeout_s: float
+) -> None:
+    """A photographed note as an image turn: the lines OCR read, masked, with their boxes."""
+    event_id = f"image-{run_id}"
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "conversation_id": f"clinic-image-{run_id}",
+        "tenant": "clinic",
+        "user_id": "demo",
+        "text": "",
+        "ts": time.time(),
+        "attachments": [
+            {
+                "id": "note",
+                "media_type": "image/png",
+                "data": base64.b64encode(sample_image_png()).decode("ascii"),
+            }
+        ],
+    }
+    await produce(settings, [(event["conversation_id"].encode(), orjson.dumps(event))])
+    got = await _collect(consumer, {event_id}, timeout_s)
+    result = got.get(event_id)
+    if result is None:
+        raise RuntimeError("the sample image turn got no result")
+    console.print(
+        f"[bold]image turn[/] ({result['source']}): intent {result['label']}, "
+        f"{result['latency_ms']['end_to_end']:.0f} ms"
+    )
+    for image in result["ocr"] or []:
+        for line in image["lines"]:
+            console.print(f"  {line['text']!r}  conf {line['confidence']:.2f}  box {line['box']}")
+        for red in image["redactions"]:
+            console.print(f"  [bold]masked[/] {red['type']} on line {red['line']} at {red['box']}")
+    found = ", ".join(f"{e['type']} {e['text']!r}" for e in result.get("entities") or [])
+    console.print(f"  entities: {found}")
 
 
 async def _collect(

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from workers.attachments import REASONS as ATTACHMENT_REASONS
+from workers.attachments import Attachment, AttachmentLimits, parse_attachments
 from workers.errors import InvalidEvent
 
 if TYPE_CHECKING:  # the result dataclass is workers' (its import pulls in the model client)
@@ -41,6 +43,9 @@ REASONS = {
     "text_too_long": "the text is longer than max_text_bytes",
     "inference_rejected": "the model server refused the request",
     "invalid_policy": "a policy record that does not validate (policies topic)",
+    "attachment_unsupported": "the event carries attachments and this flow reads none",
+    "ocr_no_text": "a turn with no typed text whose images held no readable text",
+    **ATTACHMENT_REASONS,
 }
 
 _ID_FIELDS = ("event_id", "conversation_id", "tenant", "user_id")
@@ -62,20 +67,36 @@ class ConversationEvent:
     text: str
     ts: float  # event time, epoch seconds
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()  # images whose text joins the turn (OCR)
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": CONVERSATION_SCHEMA,
-                "event_id": self.event_id,
-                "conversation_id": self.conversation_id,
-                "tenant": self.tenant,
-                "user_id": self.user_id,
-                "text": self.text,
-                "ts": self.ts,
-                "metadata": self.metadata,
-            }
-        )
+        out: dict[str, Any] = {
+            "schema": CONVERSATION_SCHEMA,
+            "event_id": self.event_id,
+            "conversation_id": self.conversation_id,
+            "tenant": self.tenant,
+            "user_id": self.user_id,
+            "text": self.text,
+            "ts": self.ts,
+            "metadata": self.metadata,
+        }
+        if self.attachments:
+            out["attachments"] = [attachment_json(a) for a in self.attachments]
+        return orjson.dumps(out)
+
+
+def attachment_json(a: Attachment) -> dict[str, Any]:
+    """An attachment as the event carries it (docs/events.md)."""
+    out: dict[str, Any] = {"id": a.id, "media_type": a.media_type}
+    if a.data is not None:
+        out["data"] = a.data
+    if a.ref is not None:
+        out["ref"] = a.ref
+    if a.size is not None:
+        out["size"] = a.size
+    if a.name is not None:
+        out["name"] = a.name
+    return out
 
 
 def _require_str(obj: dict[str, Any], name: str) -> str:
@@ -120,25 +141,58 @@ def _parse_metadata(value: Any) -> dict[str, MetadataValue]:
 
 
 def decode_conversation(
-    raw: bytes | None, *, max_text_bytes: int, max_event_bytes: int
+    raw: bytes | None,
+    *,
+    max_text_bytes: int,
+    max_event_bytes: int,
+    attachments: AttachmentLimits | None = None,
+    max_inline_bytes: int | None = None,
 ) -> ConversationEvent:
-    """Validate raw record bytes into a ``ConversationEvent`` or raise ``InvalidEvent``."""
+    """Validate raw record bytes into a ``ConversationEvent`` or raise ``InvalidEvent``.
+    A turn with attachments may have an empty (or no) ``text``; without ``attachments`` limits
+    a turn that carries any is refused (``attachment_unsupported``)."""
     obj = _load_object(raw, max_event_bytes, CONVERSATION_SCHEMA)
-    missing = [name for name in (*_ID_FIELDS, "text", "ts") if name not in obj]
+    images = _attachments(obj.get("attachments"), attachments, max_inline_bytes)
+    required = (*_ID_FIELDS, "ts") if images else (*_ID_FIELDS, "text", "ts")
+    missing = [name for name in required if name not in obj]
     if missing:
         raise InvalidEvent("missing_field", "missing: " + ", ".join(missing))
     ids = {name: _require_str(obj, name) for name in _ID_FIELDS}
-    text = _require_text(obj, max_text_bytes)
+    text = _require_text(obj, max_text_bytes, allow_empty=bool(images))
     return ConversationEvent(
-        text=text, ts=_parse_ts(obj["ts"]), metadata=_parse_metadata(obj.get("metadata")), **ids
+        text=text,
+        ts=_parse_ts(obj["ts"]),
+        metadata=_parse_metadata(obj.get("metadata")),
+        attachments=images,
+        **ids,
     )
 
 
-def _require_text(obj: dict[str, Any], max_bytes: int) -> str:
-    text = obj["text"]
+def _attachments(
+    raw: Any, limits: AttachmentLimits | None, max_inline_bytes: int | None
+) -> tuple[Attachment, ...]:
+    if raw is None or raw == []:
+        return ()
+    if limits is None:
+        raise InvalidEvent("attachment_unsupported", "this worker reads no attachments")
+    parsed = parse_attachments(raw, limits)
+    for a in parsed:
+        if a.data is not None and max_inline_bytes is not None:
+            size = len(a.data) * 3 // 4
+            if size > max_inline_bytes:
+                raise InvalidEvent(
+                    "attachment_too_large",
+                    f"attachment {a.id!r}: inline data of about {size} bytes > {max_inline_bytes} "
+                    "(send it by 'ref' instead)",
+                )
+    return parsed
+
+
+def _require_text(obj: dict[str, Any], max_bytes: int, *, allow_empty: bool = False) -> str:
+    text = obj.get("text", "")
     if not isinstance(text, str):
         raise InvalidEvent("wrong_type", f"'text' must be a string, got {type(text).__name__}")
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise InvalidEvent("empty_text", "'text' is empty")
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
@@ -176,32 +230,46 @@ class DocumentEvent:
     text: str
     ts: float
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = ()  # scanned pages whose text joins the document
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "schema": DOCUMENT_SCHEMA,
-                "document_id": self.document_id,
-                "tenant": self.tenant,
-                "text": self.text,
-                "ts": self.ts,
-                "metadata": self.metadata,
-            }
-        )
+        out: dict[str, Any] = {
+            "schema": DOCUMENT_SCHEMA,
+            "document_id": self.document_id,
+            "tenant": self.tenant,
+            "text": self.text,
+            "ts": self.ts,
+            "metadata": self.metadata,
+        }
+        if self.attachments:
+            out["attachments"] = [attachment_json(a) for a in self.attachments]
+        return orjson.dumps(out)
 
 
-def decode_document(raw: bytes | None, *, max_event_bytes: int) -> DocumentEvent:
-    """Validate raw record bytes into a ``DocumentEvent`` or raise ``InvalidEvent``."""
+def decode_document(
+    raw: bytes | None,
+    *,
+    max_event_bytes: int,
+    attachments: AttachmentLimits | None = None,
+    max_inline_bytes: int | None = None,
+) -> DocumentEvent:
+    """Validate raw record bytes into a ``DocumentEvent`` or raise ``InvalidEvent``; as for a
+    turn, a document with attachments (scanned pages) may have no text of its own."""
     obj = _load_object(raw, max_event_bytes, DOCUMENT_SCHEMA)
-    missing = [name for name in ("document_id", "tenant", "text", "ts") if name not in obj]
+    images = _attachments(obj.get("attachments"), attachments, max_inline_bytes)
+    required = (
+        ("document_id", "tenant", "ts") if images else ("document_id", "tenant", "text", "ts")
+    )
+    missing = [name for name in required if name not in obj]
     if missing:
         raise InvalidEvent("missing_field", "missing: " + ", ".join(missing))
     return DocumentEvent(
         document_id=_require_str(obj, "document_id"),
         tenant=_require_str(obj, "tenant"),
-        text=_require_text(obj, max_event_bytes),
+        text=_require_text(obj, max_event_bytes, allow_empty=bool(images)),
         ts=_parse_ts(obj["ts"]),
         metadata=_parse_metadata(obj.get("metadata")),
+        attachments=images,
     )
 
 
@@ -231,6 +299,8 @@ def result_json(r: TurnResult) -> bytes:
             "produced_at": r.produced_at,
             "provenance": r.provenance,
             "experiment": r.experiment,
+            "source": r.source,
+            "ocr": r.ocr,
         }
     )
 

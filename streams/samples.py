@@ -53,6 +53,33 @@ SAMPLE_NOTE = (
 )
 
 
+# the demo's image turn: a photographed note, Chinese and English, with a phone number to mask
+SAMPLE_IMAGE_LINES = (
+    "复诊预约：患者主诉头痛三天，伴有发热。",
+    "Call me back at 415-555-0134 about the refund.",
+    "家属电话 13812345678",
+)
+
+
+def sample_image_png(lines: tuple[str, ...] = SAMPLE_IMAGE_LINES) -> bytes:
+    """The demo's image turn, rendered with a font of deploy/fonts/fetch.sh (set up by setup)."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from workers.ocr.evalset import font_dir
+
+    face = ImageFont.truetype(str(font_dir() / "wqy-zenhei.ttc"), 30)
+    width = max(int(face.getlength(t)) for t in lines) + 80
+    im = Image.new("RGB", (width, 50 + 60 * len(lines)), (250, 250, 246))
+    draw = ImageDraw.Draw(im)
+    for i, text in enumerate(lines):
+        draw.text((40, 30 + 60 * i), text, font=face, fill=(25, 25, 25))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
 def sample_events(run_id: str | None = None, repeat: int = 1) -> Iterator[ConversationEvent]:
     """Turns of the sample dialogues, `repeat` conversations per tenant, in dialogue order."""
     run_id = run_id or uuid.uuid4().hex[:8]

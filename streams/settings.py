@@ -223,6 +223,49 @@ class Settings(BaseSettings):
         2_000_000, ge=1, description="Largest accepted document event (bytes)."
     )
 
+    # --- image attachments and OCR (docs/events.md, docs/ocr.md) -------------------------------
+    attachment_store: Path | None = Field(
+        None,
+        description="Folder an attachment's 'ref' names a file in (the local object store); "
+        "unset = run_dir/attachments.",
+    )
+    attachment_max_inline_bytes: int = Field(
+        786_432,
+        ge=1,
+        description="Largest inline (base64) attachment, decoded bytes; an event must also fit "
+        "max_event_bytes.",
+    )
+    attachment_max_bytes: int = Field(
+        10_485_760, ge=1, description="Largest attachment read from the store (bytes)."
+    )
+    attachment_max_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Most pixels in one image, checked from its header before it is decoded.",
+    )
+    attachment_max_count: int = Field(4, ge=1, description="Most attachments on one event.")
+    ocr_enabled: bool = Field(
+        True,
+        description="Read image attachments (OCR models on Triton); off = an event with "
+        "attachments is a dead letter (attachment_unsupported).",
+    )
+    ocr_det_model: str = Field("ocr_det", description="Triton model that finds text lines.")
+    ocr_rec_model: str = Field("ocr_rec", description="Triton model that reads text lines.")
+    ocr_max_inflight: int = Field(
+        2,
+        ge=1,
+        description="Images a worker has in OCR at once; more wait (text turns never do).",
+    )
+    ocr_max_side: int = Field(
+        1600,
+        ge=64,
+        description="Longer side of the image the line detector sees (a larger photo is "
+        "scaled down for detection; lines are read from the full image).",
+    )
+    ocr_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="Recognised lines below this confidence are dropped."
+    )
+
     # --- governance --------------------------------------------------------------------------
     watermark_key_dir: Path | None = Field(
         None,
@@ -291,6 +334,10 @@ class Settings(BaseSettings):
     @property
     def state_path(self) -> Path:
         return self.state_dir or self.run_dir / "state"
+
+    @property
+    def attachment_path(self) -> Path:
+        return self.attachment_store or self.run_dir / "attachments"
 
     @property
     def embedded_kafka(self) -> bool:

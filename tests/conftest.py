@@ -40,8 +40,10 @@ def services() -> Iterator[Settings]:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from workers.modeling.build import build_models
+    from workers.ocr.install import install_ocr
 
     build_models(settings.model_repo, settings.cache_dir)  # a cache hit when `make test` built
+    install_ocr(settings.model_repo)  # the OCR models' folders (unchanged: nothing to do)
     local.kafka(settings, "start", "--clean")
     try:
         local.triton(settings, "start")

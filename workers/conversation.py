@@ -35,6 +35,7 @@ from workers.guard.policy import Access
 from workers.inference.classifier import Prediction
 from workers.inference.entities import entity_records
 from workers.inference.triton import ModelInfo
+from workers.ocr.turn import TurnText, ocr_view
 
 log = logging.getLogger(__name__)
 CACHE_SIZE = 2048  # decoded dialogue states kept per partition
@@ -234,6 +235,8 @@ class TurnResult:
     sentiment: dict[str, Any] | None
     entities: list[dict[str, Any]] | None
     experiment: dict[str, Any] | None = None  # {name, version, arm} under an experiment
+    source: str = "text"  # "image" / "text+image" when OCR read (part of) the text
+    ocr: list[dict[str, Any]] | None = None  # per image: lines, boxes, redactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +260,10 @@ def assemble(
     now: float,
     fetched_at: float | None = None,
     experiment: dict[str, Any] | None = None,
+    read: TurnText | None = None,
 ) -> TurnResult:
-    """The result of a turn: classified (``prediction``) or denied (None) at ``now``."""
+    """The result of a turn: classified (``prediction``) or denied (None) at ``now``; ``read``
+    is what OCR read from its images (the event's text is then ``read.text``)."""
     env = released.envelope
     ok = released.status == "ok" and prediction is not None
     latency = {"end_to_end": round(max(0.0, now - event.ts) * 1000.0, 3)}
@@ -298,6 +303,8 @@ def assemble(
         sentiment=shown.sentiment if shown else None,
         entities=_entities(event.text, released, shown) if shown else None,
         experiment=experiment,
+        source=read.source if read is not None else "text",
+        ocr=_ocr(read, released) if read is not None else None,
     )
 
 
@@ -371,6 +378,15 @@ def filter_summary(released: Released) -> dict[str, Any] | None:
         return None
     full = released.decision.to_dict()
     return {"action": full["action"], "spans": full["spans"], "reasons": full["reasons"]}
+
+
+def _ocr(read: TurnText, released: Released) -> list[dict[str, Any]]:
+    """The images' lines as released: masked like the text (None when withheld or denied).
+    Offsets follow the filter's masked text, before the watermark marks the whole text."""
+    decision = released.decision
+    if released.status != "ok" or decision is None:
+        return ocr_view(read, [], None)
+    return ocr_view(read, decision.spans, decision.text)
 
 
 def _entities(text: str, released: Released, prediction: Prediction) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ result with its status and an audit record; a re-delivered event id is counted a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -44,6 +45,8 @@ from workers.experiments.serving import PRIMARY, SHADOW, DutyCycle, ExperimentRu
 from workers.governance import Governor
 from workers.guard.policy import Access
 from workers.inference.classifier import Prediction, TurnClassifier
+from workers.ocr.reader import ImageReader
+from workers.ocr.turn import TurnText, compose
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import (
     ATTR_BACKEND,
@@ -88,6 +91,7 @@ class Classified:
     fetched_at: float
     span: EventSpan | None = None
     experiment: dict[str, Any] | None = None  # the result's stamp under an experiment
+    read: TurnText | None = None  # what OCR read from the turn's images
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class ConversationHandler:
         experiments: ExperimentStore | None = None,
         variant_classifier: Callable[[Variant, str], TurnClassifier] | None = None,
         publish: Callable[[str, bytes, bytes], Awaitable[None]] | None = None,
+        reader: ImageReader | None = None,
     ) -> None:
         self.settings = settings
         self.tracing = tracing or KafkaTracing(consumer_group=settings.app_id)
@@ -148,6 +153,7 @@ class ConversationHandler:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.costs = costs or CostModel(gpu_usd_per_hour=0.0, cpu_usd_per_hour=0.0)
         self.clock = clock
+        self.reader = reader
         self.dead_letters = DeadLetters(settings, self.metrics, worker_id, clock)
         self.outputs = ConversationOutputs(
             settings, self.metrics, self.tracing, self.costs, worker_id, clock
@@ -245,6 +251,8 @@ class ConversationHandler:
                     rec.value,
                     max_text_bytes=self.settings.max_text_bytes,
                     max_event_bytes=self.settings.max_event_bytes,
+                    attachments=None if self.reader is None else self.reader.limits,
+                    max_inline_bytes=self.settings.attachment_max_inline_bytes,
                 )
         except InvalidEvent as exc:
             return _done(Invalid(exc.code, exc.detail, peek_event_id(rec.value), span))
@@ -257,17 +265,53 @@ class ConversationHandler:
         if not access.allowed:
             return _done(Denied(event, access, span))
         fetched_at = self.clock()
+        if event.attachments:
+            return asyncio.ensure_future(self._read_images(event, access, fetched_at, span))
+        return self._submit(event, access, fetched_at, span)
+
+    def _submit(
+        self,
+        event: ConversationEvent,
+        access: Access,
+        fetched_at: float,
+        span: EventSpan,
+        read: TurnText | None = None,
+    ) -> asyncio.Future[Outcome]:
         item = _Item(event.text, span, time.time_ns())
         runner = self.runner
         assignment = None if runner is None else runner.assign(event.tenant, event.conversation_id)
         if runner is None or assignment is None:
             future = self.batcher.submit(event.conversation_id, item)
-            return asyncio.ensure_future(self._classified(event, access, future, fetched_at, span))
+            return asyncio.ensure_future(
+                self._classified(event, access, future, fetched_at, span, read)
+            )
         shadow_item = _Item(event.text, NOT_TRACED, item.submitted_ns)
         routed = runner.submit(assignment, event.conversation_id, item, shadow_item)
         return asyncio.ensure_future(
-            self._experimented(runner, event, access, routed, item, fetched_at, span)
+            self._experimented(runner, event, access, routed, item, fetched_at, span, read)
         )
+
+    async def _read_images(
+        self, event: ConversationEvent, access: Access, fetched_at: float, span: EventSpan
+    ) -> Outcome:
+        """An image turn: OCR first, then the turn goes on with the recognised text (typed text
+        first) like any other; an attachment that cannot be read dead-letters the turn."""
+        assert self.reader is not None
+        try:
+            with self.tracing.stage("ocr", span):
+                images = await self.reader.read(event.attachments)
+        except InvalidEvent as exc:
+            return Invalid(exc.code, exc.detail, event.event_id, span)
+        read = compose(event.text, images)
+        if not read.text.strip():
+            detail = f"{len(images)} image(s), no line read and no typed text"
+            return Invalid("ocr_no_text", detail, event.event_id, span)
+        size = len(read.text.encode("utf-8", "surrogatepass"))
+        if size > self.settings.max_text_bytes:
+            detail = f"typed and recognised text {size} bytes > {self.settings.max_text_bytes}"
+            return Invalid("text_too_long", detail, event.event_id, span)
+        turn = dataclasses.replace(event, text=read.text)
+        return await self._submit(turn, access, fetched_at, span, read)
 
     async def _infer(
         self, items: list[_Item], *, classifier: TurnClassifier | None = None, role: str = PRIMARY
@@ -314,6 +358,7 @@ class ConversationHandler:
         item: _Item,
         fetched_at: float,
         span: EventSpan,
+        read: TurnText | None = None,
     ) -> Outcome:
         """A turn under an experiment: its arm's answer (a failed candidate's turn is answered
         by the primary), its comparison record on its way, its result stamped."""
@@ -334,7 +379,7 @@ class ConversationHandler:
         if isinstance(result, Rejected):
             return Invalid(result.reason, result.detail, event.event_id, span)
         stamp = routed.assignment.stamp() | {"fallback": served.error is not None}
-        return Classified(event, access, result, fetched_at, span, stamp)
+        return Classified(event, access, result, fetched_at, span, stamp, read)
 
     async def _classified(
         self,
@@ -343,11 +388,12 @@ class ConversationHandler:
         future: asyncio.Future[Prediction],
         fetched_at: float,
         span: EventSpan,
+        read: TurnText | None = None,
     ) -> Outcome:
         prediction = await self.controller.predict(future, event)  # a rejected batch: alone
         if isinstance(prediction, Rejected):
             return Invalid(prediction.reason, prediction.detail, event.event_id, span)
-        return Classified(event, access, prediction, fetched_at, span)
+        return Classified(event, access, prediction, fetched_at, span, read=read)
 
     # --- finish: in offset order, inside the partition's transaction -------------------------
     async def finish(self, rec: SourceRecord, outcome: Outcome, part: Sink) -> None:
@@ -400,7 +446,7 @@ class ConversationHandler:
                     self.metrics.filter_decision(released.decision.action)
                 await self.outputs.send(
                     part, rec, event, released, prediction, selection, fetched_at, span=span,
-                    experiment=outcome.experiment,
+                    experiment=outcome.experiment, read=outcome.read,
                 )  # fmt: skip
                 await self._remember(part, event)
 

@@ -7,6 +7,7 @@ conversations; a document has no context, so the flow keeps no table.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,8 @@ from workers.errors import InferstreamError, InvalidEvent
 from workers.governance import Governor
 from workers.inference.classifier import Prediction, TurnClassifier
 from workers.inference.entities import Entity, group_entities
+from workers.ocr.reader import ImageReader
+from workers.ocr.turn import TurnText, compose, ocr_view
 from workers.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ class Extracted:
     model_name: str
     model_version: str
     seconds: float
+    read: TurnText | None = None  # what OCR read from the document's pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class DocumentHandler:
         metrics: Metrics | None = None,
         tokenizer: SpanTokenizer | None = None,
         clock: Callable[[], float] = time.time,
+        reader: ImageReader | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -74,6 +79,7 @@ class DocumentHandler:
         self.metrics = metrics or Metrics(CollectorRegistry())
         self.tokenizer = tokenizer or DocumentTokenizer()
         self.clock = clock
+        self.reader = reader
         self.dead_letters = DeadLetters(settings, self.metrics, worker_id, clock)
         self.topics = (settings.topic_documents_in,)
         self.tables: Sequence[ChangelogTable] = ()
@@ -84,7 +90,12 @@ class DocumentHandler:
 
     async def _extract(self, rec: SourceRecord) -> Extracted | Refused:
         try:
-            doc = decode_document(rec.value, max_event_bytes=self.settings.max_document_bytes)
+            doc = decode_document(
+                rec.value,
+                max_event_bytes=self.settings.max_document_bytes,
+                attachments=None if self.reader is None else self.reader.limits,
+                max_inline_bytes=self.settings.attachment_max_inline_bytes,
+            )
         except InvalidEvent as exc:
             return Refused(exc.code, exc.detail, None)
         if self.governor is not None:
@@ -92,6 +103,16 @@ class DocumentHandler:
             if not access.allowed:
                 self.metrics.policy_denial(access.reason)
                 return Refused(access.reason, "denied by policy", doc.document_id, "denied")
+        read = None
+        if doc.attachments:  # scanned pages: their text follows the document's own
+            assert self.reader is not None
+            try:
+                read = compose(doc.text, await self.reader.read(doc.attachments))
+            except InvalidEvent as exc:
+                return Refused(exc.code, exc.detail, doc.document_id)
+            if not read.text.strip():
+                return Refused("ocr_no_text", "no text and no line read", doc.document_id)
+            doc = dataclasses.replace(doc, text=read.text)
         info = await self.classifier.model_info()
         seq_len = min(self.settings.max_seq_len, info.max_seq_len)
         served: list[Prediction] = []  # the chunks' predictions: their count and route
@@ -121,6 +142,7 @@ class DocumentHandler:
             first.model_name if first else info.name,
             first.model_version if first else info.version,
             time.perf_counter() - start,
+            read,
         )
 
     async def finish(self, rec: SourceRecord, outcome: Extracted | Refused, part: Sink) -> None:
@@ -149,6 +171,8 @@ class DocumentHandler:
                 "grouped": group_entities(doc.text, outcome.entities),
                 "model": {"name": outcome.model_name, "version": outcome.model_version},
                 "backend": outcome.backend,
+                "source": "text" if outcome.read is None else outcome.read.source,
+                "ocr": None if outcome.read is None else ocr_view(outcome.read, [], doc.text),
                 "latency_ms": {
                     "extraction": round(outcome.seconds * 1000.0, 3),
                     "end_to_end": round(max(0.0, now - doc.ts) * 1000.0, 3),

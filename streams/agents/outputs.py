@@ -17,6 +17,7 @@ from workers.conversation import analytics, assemble, audit, turn_cost
 from workers.cost import CostModel
 from workers.governance import Released
 from workers.inference.classifier import Prediction
+from workers.ocr.turn import TurnText
 from workers.telemetry.metrics import Metrics
 from workers.telemetry.tracing import EventSpan, KafkaTracing
 
@@ -53,11 +54,12 @@ class ConversationOutputs:
         *,
         span: EventSpan,
         experiment: dict[str, Any] | None = None,
+        read: TurnText | None = None,
     ) -> None:
         now = self.clock()
         result = assemble(
             ev, rel, pred, selection, budget_tokens=self.budget_tokens, now=now,
-            fetched_at=fetched_at, experiment=experiment,
+            fetched_at=fetched_at, experiment=experiment, read=read,
         )  # fmt: skip
         headers = {
             "inferstream-event-id": ev.event_id.encode(),

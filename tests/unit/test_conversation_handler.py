@@ -187,3 +187,38 @@ async def test_sweep_drops_idle_conversations_and_old_event_ids(tmp_path: Path) 
     assert set(sink.tables[DEDUPE]) == {b"e1", b"e2"}  # within the window: kept
     await handler.sweep(sink, now=2000.0)
     assert b"e1" not in sink.tables[DEDUPE]
+
+
+async def test_image_turn_text_is_classified_masked_and_dead_letters_refusals(
+    tmp_path: Path,
+) -> None:
+    from tests import attachment_samples as samples
+    from tests.unit.ocr.test_reader import FakeModels, reader
+
+    handler = make(FakeInferenceClient(), tmp_path)
+    handler.reader = reader(FakeModels([("Total 42", 0.97), ("call 415-555-0134", 0.95)]))
+    sink = FakeSink()
+
+    def image_turn(i: int, item: dict[str, object], text: str = "") -> bytes:
+        raw = orjson.loads(turn(i, text or "x", conv="c"))
+        raw["text"] = text
+        raw["attachments"] = [item]
+        return orjson.dumps(raw)
+
+    good = samples.inline(samples.text_png(), "image/png", "bill")
+    bomb = samples.inline(samples.png_bomb(), "image/png", "bomb")
+    await run(handler, sink, [image_turn(0, good), image_turn(1, bomb), turn(2, conv="c")])
+    s = handler.settings
+    out = {r["event_id"]: r for r in results(sink, s.topic_out)}
+    assert set(out) == {"e0", "e2"}  # the bomb's turn is a dead letter, the next turn goes on
+    image = out["e0"]
+    assert image["source"] == "image" and out["e2"]["source"] == "text"
+    (view,) = image["ocr"]  # type: ignore[misc]
+    assert view["attachment"] == "bill"
+    assert [line["text"] for line in view["lines"]] == ["Total 42", "call [PHONE]"]
+    assert [x["type"] for x in view["redactions"]] == ["PHONE"]
+    assert "0134" not in str(image["text"])
+    (dead,) = results(sink, s.topic_deadletter)
+    assert dead["reason"] == "attachment_too_many_pixels" and dead["event_id"] == "e1"
+    # the recognised text is the turn's text in the conversation's context
+    assert out["e2"]["context"]["turn_ids"] == ["e0"]  # type: ignore[index]

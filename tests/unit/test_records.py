@@ -10,8 +10,10 @@ from streams.records import (
     SourceRecord,
     dead_letter,
     decode_conversation,
+    decode_document,
     peek_event_id,
 )
+from workers.attachments import AttachmentLimits
 from workers.errors import InvalidEvent
 
 LIMITS = {"max_text_bytes": 100, "max_event_bytes": 1000}
@@ -125,3 +127,56 @@ def test_dead_letter_of_a_huge_record_keeps_a_prefix_its_size_and_hash() -> None
     tiny = SourceRecord("conversations.in", 0, 6, b"k", b"{", 1.0)
     small = orjson.loads(dead_letter(tiny, "bad_json", "x", worker="w", now=2.0))
     assert small["original_truncated"] is False and base64.b64decode(small["original_b64"]) == b"{"
+
+
+# --- attachments (issue 19) ----------------------------------------------------------------------
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
+
+
+def with_images(**fields: object) -> bytes:
+    return event(attachments=[{"id": "p", "media_type": "image/png", "data": PNG_B64}], **fields)
+
+
+def test_a_turn_with_an_image_may_have_no_text_and_round_trips() -> None:
+    limits = AttachmentLimits()
+    raw = orjson.loads(with_images())
+    del raw["text"]
+    ev = decode_conversation(
+        orjson.dumps(raw), max_text_bytes=100, max_event_bytes=10_000, attachments=limits
+    )
+    assert ev.text == "" and [a.id for a in ev.attachments] == ["p"]
+    again = decode_conversation(
+        ev.to_json(), max_text_bytes=100, max_event_bytes=10_000, attachments=limits
+    )
+    assert again == ev
+
+
+def test_attachments_are_refused_where_no_ocr_reads_them() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_conversation(with_images(), max_text_bytes=100, max_event_bytes=10_000)
+    assert err.value.code == "attachment_unsupported"
+    with pytest.raises(InvalidEvent) as err:
+        decode_document(
+            orjson.dumps({"document_id": "d", "tenant": "t", "text": "x", "ts": 1,
+                          "attachments": [{"media_type": "image/png", "ref": "a.png"}]}),
+            max_event_bytes=10_000,
+        )  # fmt: skip
+    assert err.value.code == "attachment_unsupported"
+
+
+def test_inline_images_have_their_own_size_limit() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_conversation(
+            with_images(), max_text_bytes=100, max_event_bytes=10_000,
+            attachments=AttachmentLimits(), max_inline_bytes=16,
+        )  # fmt: skip
+    assert err.value.code == "attachment_too_large" and "ref" in err.value.detail
+
+
+def test_a_turn_without_text_or_images_is_still_empty_text() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_conversation(
+            event(text="", attachments=[]), max_text_bytes=100, max_event_bytes=10_000,
+            attachments=AttachmentLimits(),
+        )  # fmt: skip
+    assert err.value.code == "empty_text"

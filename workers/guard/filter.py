@@ -109,11 +109,39 @@ def _model_findings(entities: Sequence[Finding], size: int) -> list[Finding]:
     return out
 
 
+_JOINERS = frozenset("-./")
+
+
+def _whole_number(text: str, f: Finding) -> Finding:
+    """``f`` grown over the digits it touches (and digit-joiners between digits), so a masked
+    number never keeps digits in clear: OCR text often lacks the spaces a detector needs
+    ("at415-555-0134please" tagged as 5-555-01 still hides all of it)."""
+    start, end = f.start, f.end
+    if not any(c.isdigit() for c in text[start:end]):
+        return f
+
+    def part_of_number(i: int, step: int) -> bool:
+        if text[i].isdigit():
+            return True
+        j = i + step
+        return text[i] in _JOINERS and 0 <= j < len(text) and text[j].isdigit()
+
+    while start > 0 and part_of_number(start - 1, -1):
+        start -= 1
+    while end < len(text) and part_of_number(end, 1):
+        end += 1
+    if (start, end) == (f.start, f.end):
+        return f
+    return Finding(f.type, start, end, f.detector, f.why)
+
+
 def _mask(text: str, masked: list[Finding]) -> tuple[str, list[MaskedSpan]]:
-    """Replace each group of overlapping findings by the placeholder of its strongest member."""
+    """Replace each group of overlapping findings by the placeholder of its strongest member
+    (each grown to the whole number it is part of)."""
     groups: list[list[Finding]] = []
     ends: list[int] = []
-    for f in sorted(masked, key=lambda f: (f.start, -f.end)):
+    grown = [_whole_number(text, f) for f in masked]
+    for f in sorted(grown, key=lambda f: (f.start, -f.end)):
         if groups and f.start < ends[-1]:
             groups[-1].append(f)
             ends[-1] = max(ends[-1], f.end)

@@ -149,6 +149,19 @@ class Metrics:
             f"{p}_experiment_rollbacks", "Automatic rollbacks published.", ["experiment"],
             registry=r,
         )  # fmt: skip
+        self.ocr_images = Counter(
+            f"{p}_ocr_images", "Image attachments: read, or refused (reason).", ["outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.ocr_lines = Counter(f"{p}_ocr_lines", "Text lines read from images.", registry=r)
+        self.ocr_seconds = Histogram(
+            f"{p}_ocr_seconds", "One image's OCR steps (decode, detect, recognize, total).",
+            ["step"], buckets=STAGE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ocr_inflight = Gauge(
+            f"{p}_ocr_inflight", "Images in OCR now (the router's view of OCR load).", registry=r
+        )
+        self.ocr_waiting = Gauge(f"{p}_ocr_waiting", "Images waiting for an OCR slot.", registry=r)
         self._children: dict[tuple[int, Hashable], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -174,6 +187,13 @@ class Metrics:
 
     def experiment_rollback(self, experiment: str) -> None:
         self._child(self.experiment_rollbacks, experiment).inc()
+
+    # --- OCR -----------------------------------------------------------------------------------
+    def ocr_image(self, outcome: str) -> None:
+        self._child(self.ocr_images, outcome).inc()
+
+    def ocr_step(self, step: str, seconds: float) -> None:
+        self._child(self.ocr_seconds, step).observe(seconds)
 
     # --- events --------------------------------------------------------------------------------
     def event_in(self, topic: str, n: int = 1) -> None:

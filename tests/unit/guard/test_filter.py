@@ -128,6 +128,19 @@ def test_overlapping_model_and_rule_spans_mask_their_union() -> None:
     assert "john" not in d.text and "corp" not in d.text
 
 
+def test_a_masked_number_never_keeps_digits_in_clear() -> None:
+    # OCR often loses the spaces around a number; a tag on part of it hides all of it
+    text = "Callmebackat415-555-0134please."
+    part = text.index("5-555-01")
+    d = decide(text, model_entities=[Finding("ID_NUMBER", part, part + 8, "ner", "tag")])
+    assert d.text == "Callmebackat[ID_NUMBER]please."
+    (span,) = d.spans
+    assert text[span.start : span.end] == "415-555-0134"
+    # words and a trailing full stop stay; a joiner not followed by a digit is not taken
+    d = decide("ref 12-34- end", model_entities=[Finding("ID_NUMBER", 5, 7, "ner", "tag")])
+    assert d.text == "ref [ID_NUMBER]- end"
+
+
 def test_terms_are_found_per_tenant(tmp_path: Path) -> None:
     path = tmp_path / "terms.json"
     path.write_text(json.dumps({"acme": ["roadrunner"]}), encoding="utf-8")

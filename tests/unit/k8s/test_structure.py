@@ -258,7 +258,7 @@ def test_scaledobject_never_exceeds_the_partitions(rendered: Rendered) -> None:
 def test_triton_pools(rendered: Rendered) -> None:
     gpu = rendered["gpu"]
     for name, models in (
-        ("triton-cpu", {"inferstream_cpu", "inferstream_replies"}),
+        ("triton-cpu", {"inferstream_cpu", "inferstream_replies", "ocr_det", "ocr_rec"}),
         ("triton-gpu", {"inferstream_gpu"}),
     ):
         (c,) = containers(one(gpu, "Deployment", name), init=False)

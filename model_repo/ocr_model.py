@@ -1,0 +1,96 @@
+"""What the two OCR python_backend models share (``ocr_det``, ``ocr_rec``).
+
+The build copies this file, ``openvino_model.py`` and ``workers/ocr/processing.py`` (as
+``ocr_processing.py``) into each version folder beside ``model.py``; read from the tracked tree
+they are found here and in the ``workers`` package. Thin by design: ``initialize`` compiles
+``<version>/model.onnx`` with the config's OpenVINO properties, ``execute`` answers each request
+on its own (one response per request, a bad request gets an error response, the rest are served).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+from openvino_model import (  # noqa: E402
+    RequestError,
+    _error_response,
+    compile_properties,
+    parse_parameters,
+)
+
+try:
+    import ocr_processing as processing
+except ImportError:  # the tracked tree
+    from workers.ocr import processing
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton (tests)
+    pb_utils = None
+
+__all__ = ["OcrModel", "RequestError", "error_response", "processing"]
+
+
+class OcrModel:
+    """Compiles the version folder's ``model.onnx``; subclasses implement ``answer``."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import openvino as ov
+
+        config = json.loads(args["model_config"])
+        self.params = parse_parameters(config)
+        version_dir = Path(args["model_repository"]) / str(args["model_version"])
+        self.version_dir = version_dir
+        self.compiled = ov.Core().compile_model(
+            str(version_dir / "model.onnx"), "CPU", compile_properties(self.params)
+        )
+        self.request = self.compiled.create_infer_request()
+        if pb_utils is not None and hasattr(pb_utils, "Logger"):
+            name = args.get("model_name", "")
+            pb_utils.Logger.log_info(f"{name}: OpenVINO {ov.get_version()} {self.params}")
+        self.setup()
+
+    def setup(self) -> None:
+        """After compiling: read what the model needs, warm it up."""
+
+    def run(self, tensor: Any) -> Any:
+        self.request.infer({0: tensor})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def answer(self, request: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [self._one(r, self.answer) for r in requests]
+
+    @staticmethod
+    def _one(request: Any, answer: Callable[[Any], list[Any]]) -> Any:
+        try:
+            return pb_utils.InferenceResponse(output_tensors=answer(request))
+        except RequestError as exc:
+            return _error_response(str(exc))
+        except Exception as exc:  # the others in the batch are still served
+            return _error_response(f"inference failed: {exc}", "INTERNAL")
+
+    def finalize(self) -> None:
+        self.request = None
+        self.compiled = None
+
+
+def error_response(message: str, code: str = "INVALID_ARG") -> Any:
+    return _error_response(message, code)
+
+
+def input_array(request: Any, name: str) -> Any:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise RequestError(f"input {name!r} is required")
+    return tensor.as_numpy()
