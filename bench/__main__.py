@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 COMMANDS = (
-    "ceiling", "context", "guard", "kafka_txn", "model", "naive", "provenance", "run", "scaling",
-    "tracing",
+    "ceiling", "context", "guard", "kafka_txn", "model", "naive", "ocr", "ocr_accuracy",
+    "provenance", "run", "scaling", "tracing",
 )  # fmt: skip
 
 
