@@ -75,8 +75,11 @@ class Poller:
             msgs = take(consumer, 1, 0)
         else:
             if self.paused:
-                assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-                consumer.resume([tp for tp in self.paused if (tp.topic, tp.partition) in assigned])
+                # every partition paused, revoked ones included: librdkafka keeps a partition's
+                # pause across a rebalance (an eager revoke, a lost assignment), so one revoked
+                # while paused and assigned again would never be fetched (a resume of a
+                # partition not assigned now only clears its flag)
+                consumer.resume(self.paused)
                 self.paused = []
             msgs = take(consumer, room, timeout_s)
         now = time.monotonic()

@@ -14,9 +14,11 @@ the broker refuses them from a generation that is not the group's current one.
 
 Like librdkafka, the fake consumer joins the group and calls ``on_assign`` inside ``consume``
 or ``poll`` (in the thread that runs it: the clients' pool), calls ``on_revoke`` there at the
-next rebalance (``FakeBroker.rebalance``) and in ``close``; ``consume(n, timeout)`` waits for
-``n`` messages or the timeout, as librdkafka's does. Every fake is thread-safe (one lock on the
-broker).
+next rebalance (``FakeBroker.rebalance``, ``FakeBroker.lose``) and in ``close``, the revoke and
+the next assignment in separate polls (the group's join comes between); a partition's pause
+outlives a rebalance, as librdkafka's does (an application pause is a flag of the partition,
+not of its assignment); ``consume(n, timeout)`` waits for ``n`` messages or the timeout, as
+librdkafka's does. Every fake is thread-safe (one lock on the broker).
 """
 
 from __future__ import annotations
@@ -135,6 +137,16 @@ class FakeBroker:
         session timed out): offsets it sends with its old metadata are refused."""
         with self.lock:
             self.generation += 1
+
+    def lose(self) -> None:
+        """The consumer's session timed out (a broker away longer than the session timeout):
+        the group has moved on (``expel``) and the consumer, told at its next poll, revokes its
+        whole assignment as lost (confluent-kafka calls ``on_revoke`` when no ``on_lost`` is
+        given) and joins again, as librdkafka does."""
+        with self.changed:
+            self.generation += 1
+            self.rebalancing = True
+            self.changed.notify_all()
 
     def values(self, topic: str = "out", *, aborted: bool = False) -> list[bytes]:
         """The values of ``topic``'s committed (or aborted) records, tombstones left out,
@@ -412,7 +424,8 @@ class FakeProducer:
 class FakeConsumer:
     """confluent-kafka's ``Consumer`` in the group: joins (and calls ``on_assign``) in its first
     ``consume``, rejoins after ``FakeBroker.rebalance`` (``on_revoke`` first, eagerly: every
-    partition), revokes in ``close``; reads from the group's committed offsets."""
+    partition; the new assignment at the next ``consume``), revokes in ``close``; reads from the
+    group's committed offsets. ``paused`` partitions stay paused until resumed, assigned or not."""
 
     def __init__(self, broker: FakeBroker, group_id: str) -> None:
         self.broker = broker
@@ -420,6 +433,7 @@ class FakeConsumer:
         self.on_assign: Callable[[Any, list[KafkaTopicPartition]], None] | None = None
         self.on_revoke: Callable[[Any, list[KafkaTopicPartition]], None] | None = None
         self.generation: int | None = None  # None: not joined yet
+        self.revoked = False  # revoked for a rebalance, the new assignment not served yet
         self.assigned: list[TopicPartition] = []
         self.paused: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
@@ -447,10 +461,11 @@ class FakeConsumer:
             self.callback_threads.add(threading.current_thread().name)
             self.on_revoke(self, revoked)
         with self.broker.lock:
-            self.assigned, self.positions = [], {}
-            self.paused.clear()
+            self.assigned, self.positions = [], {}  # (a pause stays: librdkafka's does)
 
-    def _join(self) -> None:
+    def _join(self) -> bool:
+        """Join the group if a rebalance needs it; False when this poll only revoked the
+        assignment (librdkafka serves the new one in a later poll, after the group's join)."""
         with self.broker.lock:
             needed = (
                 self.generation is None
@@ -458,10 +473,13 @@ class FakeConsumer:
                 or self.generation != self.broker.generation
             )
         if not needed:
-            return
-        if self.generation is not None:
+            return True
+        if self.generation is not None and not self.revoked:
             self._revoke()
+            self.revoked = True
+            return False
         self.broker.on_join()
+        self.revoked = False
         with self.broker.lock:
             self.broker.generation += 1
             self.broker.rebalancing = False
@@ -488,8 +506,8 @@ class FakeConsumer:
                     raise RuntimeError("Consumer closed")
                 # an expelled member learns of it at its next heartbeat, not here
                 rejoin = self.generation is None or self.broker.rebalancing
-            if rejoin:
-                self._join()
+            if rejoin and not self._join():
+                return out  # revoked: the new assignment comes at the next poll
             with self.broker.changed:
                 if self.closed:
                     raise RuntimeError("Consumer closed")
@@ -726,10 +744,12 @@ class EchoHandler:
         return done
 
     def release_prepares(self) -> int:
-        """Every held record's preparation is done; how many there were."""
+        """Every held record's preparation is done; how many there were (a record whose
+        finisher was cancelled with its partition had its wait cancelled)."""
         held, self.preparing = self.preparing, []
         for done, value in held:
-            done.set_result(value)
+            if not done.done():
+                done.set_result(value)
         return len(held)
 
     async def finish(self, rec: SourceRecord, outcome: Any, part: Sink) -> None:

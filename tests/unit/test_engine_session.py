@@ -3,8 +3,9 @@ finisher's Kafka error, a commit the broker refuses, offsets from an old group g
 abandons its partitions (nothing more committed), aborts its open transaction, waits the back-off
 of ``workers.retry.Backoff`` and rebuilds the session from committed state with the same
 transactional id; the outputs that become visible answer each input exactly once. A rebalance's
-revoke, and the worker stopping, commit what was finished. The clock is frozen, so nothing
-commits until the test moves it."""
+revoke, and the worker stopping, commit what was finished; a rebalance (or a lost assignment)
+while fetching is paused leaves no partition paused. The clock is frozen, so nothing commits
+until the test moves it."""
 
 from __future__ import annotations
 
@@ -285,6 +286,52 @@ def test_fetching_pauses_at_max_pending_and_resumes_when_records_finish() -> Non
             clock.now += 1.0
             await until(lambda: broker.committed == {TP0: 3, TP1: 3})
             assert broker.values() == ALL
+        finally:
+            await _stop(task)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["revoked", "lost"])
+def test_a_rebalance_while_fetching_is_paused_leaves_no_partition_paused(how: str) -> None:
+    """At ``max_pending`` the partitions are paused; a rebalance comes (another member, or the
+    consumer's own session timing out: its assignment is lost) before anything finished, so the
+    revoke has nothing to commit and the same consumer is assigned the partitions again. A
+    pause outlives a rebalance in librdkafka: the partitions must be fetched again all the
+    same, from the committed offsets, and each input answered once."""
+
+    async def main() -> None:
+        broker = FakeBroker(INPUTS)
+        handler = EchoHandler(hold_prepares=True)
+        clock = FrozenClock(1000.0)
+        engine, clients, _, resets = _engine(broker, handler, clock, Backoff(), max_pending=4)
+        task = asyncio.get_running_loop().create_task(engine.run())
+        try:
+            await until(lambda: len(handler.preparing) == 4)
+            consumer = clients.consumers[0]
+            await until(lambda: consumer.paused == {TP0, TP1})  # at max_pending: paused
+            old = dict(engine.parts)
+            if how == "lost":
+                broker.lose()
+            else:
+                broker.rebalance()
+            await until(
+                lambda: (
+                    engine.ready.is_set()
+                    and set(engine.parts) == {TP0, TP1}
+                    and all(engine.parts[tp] is not old[tp] for tp in old)
+                )
+            )
+            assert all(p.closed for p in old.values())
+            assert consumer.generation == broker.generation == (3 if how == "lost" else 2)
+            handler.hold_prepares = False
+            handler.release_prepares()  # the model answers the records of the ended partitions
+            await until(lambda: _all_finished(engine), timeout_s=3.0)
+            assert consumer.paused == set()
+            clock.now += 1.0
+            await until(lambda: broker.committed == {TP0: 3, TP1: 3})
+            assert broker.values() == ALL  # once each
+            assert resets == [] and len(clients.consumers) == 1  # the same consumer throughout
         finally:
             await _stop(task)
 
