@@ -13,9 +13,11 @@ processing loop is Kafka Streams' ``exactly_once_v2`` model (KIP-447) on librdka
 * per assigned input partition a ``Partition``: its table partitions, a FIFO of work and a
   finisher task;
 * a fetched record is *prepared* at once (decode, policy, dedupe, submit to the micro-batcher:
-  batches form across all partitions), then *finished* strictly in offset order per partition:
-  its outputs and its table changes (changelog records) go into the worker's open transaction;
-* the ``Committer`` ends that transaction with every partition's finished input offset, sent
+  batches form across all partitions), then *finished* in offset order per partition (or per
+  key, where the handler lets an outcome overtake: ``streams.finishing.Finisher``): its outputs
+  and its table changes (changelog records) go into the worker's open transaction;
+* the ``Committer`` ends that transaction with every partition's finished input offset (the
+  oldest record not finished), sent
   with the consumer group's metadata (the broker refuses offsets from a fenced generation):
   every ``commit_interval_ms`` while busy, and as soon as the worker runs out of work (no
   sooner than ``commit_idle_gap_ms`` after the last commit), so a result at a low rate waits

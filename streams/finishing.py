@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -103,7 +103,15 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class Finisher:
     """Finishes one partition's records until cancelled; a Kafka error (a refused send)
     raises, and the session resets. ``on_finished`` is told of each finished record (it makes
-    room for fetching and wakes the committer)."""
+    room for fetching and wakes the committer).
+
+    Records finish in offset order, except where the handler lets an outcome overtake
+    (``Overtaking.overtakes``: an image turn still in OCR need not hold back the text turns of
+    other conversations behind it). A record overtakes only older records of other keys (a
+    keyless record is never overtaken and never overtakes), and the offset committed stays that
+    of the oldest record not finished; after a crash the records that overtook it are read
+    again, so an outcome may overtake only when finishing it leaves a trace that makes its
+    replay a no-op (the conversation flow's dedupe row)."""
 
     def __init__(
         self,
@@ -122,28 +130,83 @@ class Finisher:
         self.clock = clock  # sweep intervals
         self.wall_clock = wall_clock  # the ``now`` a sweep compares table rows with
         self.last_sweep = clock()
+        self.overtakes = handler.overtakes if isinstance(handler, Overtaking) else None
+        self.pending: list[tuple[SourceRecord, Awaitable[Any]]] = []  # taken, not finished
+        self.overtaken = 0  # records finished ahead of an older one
+        self.past = 0  # the offset past every record finished
 
     async def run(self) -> None:
         self.last_sweep = self.clock()
         part = self.part
         while True:
-            if part.queue.empty():
-                self._wait()
-            try:
-                rec, prepared = await asyncio.wait_for(
-                    part.queue.get(), self.timing.sweep_interval_s
-                )
-            except TimeoutError:
-                await self._sweep()
+            self._take()
+            at = self._next()
+            if at is None:
+                if not await self._wait_for_work():
+                    await self._sweep()
                 continue
-            finally:
-                part.waiting = False
+            rec, prepared = self.pending.pop(at)
+            self.overtaken += at > 0
             await self._finish(rec, prepared)
             if (
-                part.queue.empty()
+                not self.pending
+                and part.queue.empty()
                 and self.clock() - self.last_sweep >= self.timing.sweep_interval_s
             ):
                 await self._sweep()
+
+    def _take(self) -> None:
+        """Everything queued joins ``pending`` (all of it: a later record may overtake)."""
+        queue = self.part.queue
+        while not queue.empty() and (self.overtakes is not None or not self.pending):
+            rec, prepared = queue.get_nowait()
+            if self.overtakes is not None:
+                prepared = asyncio.ensure_future(prepared)
+            self.pending.append((rec, prepared))
+
+    def _next(self) -> int | None:
+        """Where in ``pending`` the record to finish now is; None when there is none. Without
+        overtaking that is the oldest, whose outcome ``_finish`` waits for."""
+        if not self.pending:
+            return None
+        if self.overtakes is None or _done(self.pending[0][1]):
+            return 0
+        held: set[bytes] = set()  # keys of older records not finished
+        for at, (rec, prepared) in enumerate(self.pending):
+            if rec.key is None:
+                return None  # nothing overtakes a keyless record
+            if at and rec.key not in held and self._may_overtake(prepared):
+                return at
+            held.add(rec.key)
+        return None
+
+    def _may_overtake(self, prepared: Awaitable[Any]) -> bool:
+        assert self.overtakes is not None
+        if not _done(prepared):
+            return False
+        assert isinstance(prepared, asyncio.Future)
+        return prepared.exception() is None and self.overtakes(prepared.result())
+
+    async def _wait_for_work(self) -> bool:
+        """Nothing can be finished now: wait for a record, or (overtaking) for any pending
+        outcome; False after ``sweep_interval_s`` of neither."""
+        part = self.part
+        self._wait()
+        get = asyncio.ensure_future(part.queue.get())
+        waits: set[asyncio.Future[Any]] = {get}
+        waits.update(p for _, p in self.pending if isinstance(p, asyncio.Future))
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=self.timing.sweep_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            part.waiting = False
+            if not get.cancel():  # a record came (else it stays queued)
+                self.pending.append(get.result())
+                if self.overtakes is not None:  # as ``_take`` keeps them: futures
+                    rec, prepared = self.pending[-1]
+                    self.pending[-1] = (rec, asyncio.ensure_future(prepared))
+        return bool(done)
 
     async def _sweep(self) -> None:
         self.last_sweep = self.clock()
@@ -160,7 +223,7 @@ class Finisher:
 
     async def _finish(self, rec: SourceRecord, prepared: Awaitable[Any]) -> None:
         part = self.part
-        if not (isinstance(prepared, asyncio.Future) and prepared.done()):
+        if not _done(prepared):
             self._wait()
         try:
             outcome: Any = await prepared
@@ -171,7 +234,9 @@ class Finisher:
         finally:
             part.waiting = False
         async with part.txn.gate.entry():  # not while a commit is under way
-            part.finishing_offset = rec.offset + 1
+            # the next offset to commit: the oldest record still pending, else past them all
+            self.past = max(self.past, rec.offset + 1)
+            part.finishing_offset = self.pending[0][0].offset if self.pending else self.past
             finishing = part.finishing = asyncio.get_running_loop().create_task(
                 finish_one(self.handler, rec, outcome, part)
             )
@@ -184,12 +249,23 @@ class Finisher:
                     part.txn.close()
                 else:  # its offset goes with its outputs, into whichever commit comes next
                     part.finishing = None
-                    part.finished_offset = rec.offset + 1
+                    part.finished_offset = part.finishing_offset
                 raise
             part.finishing = None
-            part.finished_offset = rec.offset + 1
+            part.finished_offset = part.finishing_offset
         part.outstanding -= 1
         self.on_finished()
+
+
+@runtime_checkable
+class Overtaking(Protocol):
+    """A handler whose finished ``outcome`` may overtake older records of other keys."""
+
+    def overtakes(self, outcome: Any) -> bool: ...
+
+
+def _done(prepared: Awaitable[Any]) -> bool:
+    return isinstance(prepared, asyncio.Future) and prepared.done()
 
 
 async def finish_one(handler: Handler, rec: SourceRecord, outcome: Any, part: Partition) -> None:

@@ -178,7 +178,8 @@ class Partition:
 class Handler(Protocol):
     """A flow on one or more input topics. ``prepare`` starts a record's work at once and returns
     an awaitable of its outcome (never raising for bad input); ``finish`` writes the outcome
-    through the partition, in offset order; ``fail`` turns an unexpected error into a dead
+    through the partition, in offset order (or, per key, where the handler is
+    ``streams.finishing.Overtaking``); ``fail`` turns an unexpected error into a dead
     letter. ``tables`` names the changelog tables the flow reads and writes."""
 
     @property

@@ -3,8 +3,10 @@ context -> filter, mark, sign -> conversations.out (+ moderation, analytics, dea
 
 ``ConversationHandler`` is a ``streams.engine.Handler``: ``prepare`` runs as soon as a record is
 fetched (decode, dedupe lookup, policy, and a place in the next cross-conversation batch);
-``finish`` runs in offset order per input partition and writes everything through the partition's
-transaction: the outputs, the conversation's new context row and the event id's dedupe row.
+``finish`` runs in offset order per conversation (a turn whose images are still in OCR does not
+hold back other conversations' turns: ``overtakes``) and writes everything through the
+partition's transaction: the outputs, the conversation's new context row and the event id's
+dedupe row.
 The turn's work itself (dialogue-state cache, context, one-by-one retry of a rejected batch,
 governed release, result assembly) is ``workers.conversation.ConversationController``'s.
 Nothing is dropped silently: an invalid event becomes a dead letter, a denied or blocked one a
@@ -395,7 +397,13 @@ class ConversationHandler:
             return Invalid(prediction.reason, prediction.detail, event.event_id, span)
         return Classified(event, access, prediction, fetched_at, span, read=read)
 
-    # --- finish: in offset order, inside the partition's transaction -------------------------
+    def overtakes(self, outcome: Outcome) -> bool:
+        """Whether ``outcome`` may be finished ahead of older turns of other conversations
+        (``streams.finishing.Finisher``): one that leaves a dedupe row (so its replay after a
+        crash is skipped), or a duplicate. A dead letter keeps its place: it leaves no row."""
+        return isinstance(outcome, Classified | Denied | Duplicate)
+
+    # --- finish: in offset order per conversation, inside the partition's transaction ----------
     async def finish(self, rec: SourceRecord, outcome: Outcome, part: Sink) -> None:
         if isinstance(outcome, BaseException):  # prepare failed unexpectedly
             await self.fail(rec, outcome, part)

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -182,4 +183,122 @@ def test_hostile_attachments_dead_letter_and_the_worker_goes_on(
     (view,) = results["exif-6"]["ocr"]
     w, h = samples.UPRIGHT_SIZE
     assert (view["width"], view["height"], view["orientation"]) == (w, h, 6)
+    assert worker.pid() is not None, worker.tail()
+
+
+def big_page_turn(event_id: str, conversation: str, fonts: Path) -> bytes:
+    """A dense page (28 lines, 1300 px high): seconds of OCR on these CPUs."""
+    lines = [f"Line {n}: the patient reports a headache, fever and chest pain." for n in range(28)]
+    png = page_png(lines, fonts / "DejaVuSans.ttf", 22)
+    event = {
+        "event_id": event_id,
+        "conversation_id": conversation,
+        "tenant": "tenant-0",
+        "user_id": "u",
+        "text": "",
+        "ts": time.time(),
+        "attachments": [samples.inline(png, "image/png", "page")],
+    }
+    return orjson.dumps(event)
+
+
+def test_text_turns_overtake_an_image_turn_still_in_ocr(start_worker: WorkerFactory) -> None:
+    """One input partition: a page that takes seconds of OCR, then 40 text turns of other
+    conversations and one of the page's own. The others' results come before the page's (they
+    do not wait behind it); the page's conversation keeps its order: its next turn comes after
+    the page."""
+    worker, settings = start_worker()
+    asyncio.run(publish_policy(settings, "tenant-0", allow_all_policy("tenant-0", 1)))
+    warm = ConversationEvent("warm", "conv-warm", "tenant-0", "u", "hello", time.time())
+    kafka_io.produce_to_partitions(
+        settings.bootstrap_servers, settings.topic_in, [(0, b"conv-warm", warm.to_json())]
+    )
+    kafka_io.consume(
+        settings.bootstrap_servers,
+        [settings.topic_out],
+        until=lambda r: len(r[settings.topic_out]) >= 1,
+        timeout_s=60,
+        settle_s=0.0,
+    )
+    others = [
+        ConversationEvent(f"t-{i:02d}", f"conv-{i}", "tenant-0", "u", f"where is order {i}?", 0.0)
+        for i in range(40)
+    ]
+    own = ConversationEvent("own-next", "conv-page", "tenant-0", "u", "did you read it?", 0.0)
+    records = [(0, b"conv-page", big_page_turn("page", "conv-page", font_dir()))]
+    records += [(0, e.conversation_id.encode(), e.to_json()) for e in others]
+    records += [(0, b"conv-page", own.to_json())]
+    kafka_io.produce_to_partitions(settings.bootstrap_servers, settings.topic_in, records)
+
+    out = kafka_io.consume(
+        settings.bootstrap_servers,
+        [settings.topic_out, settings.topic_deadletter],
+        until=lambda r: len(r[settings.topic_out]) >= 43,
+        timeout_s=180,
+    )
+    assert out[settings.topic_deadletter] == []
+    results = {r["event_id"]: r for r in out[settings.topic_out]}
+    assert len(out[settings.topic_out]) == 43 and len(results) == 43
+    page, after = results["page"], results["own-next"]
+    assert page["source"] == "image" and len(page["ocr"][0]["lines"]) >= 20
+    first = sorted(results[e.event_id]["produced_at"] for e in others)
+    ocr_s = page["produced_at"] - first[0]
+    print(f"\npage read in {ocr_s:.2f} s after the first text result; text results spread over "
+          f"{first[-1] - first[0]:.2f} s")  # fmt: skip
+    assert ocr_s > 1.0, "the page took too little OCR time to test anything"
+    assert first[-1] < page["produced_at"], "a text turn waited for the page"
+    assert after["produced_at"] > page["produced_at"]  # the page's own conversation: in order
+    assert worker.pid() is not None, worker.tail()
+
+
+def test_kill_9_with_images_in_ocr_gives_each_event_one_result(
+    start_worker: WorkerFactory,
+) -> None:
+    """Text turns overtake image turns still in OCR and commit while the offset stays at the
+    oldest image: a kill -9 then replays them. Each still gets exactly one result (the replay
+    finds their dedupe rows), and every image turn is answered after the restart."""
+    worker, settings = start_worker()
+    texts = valid_events(400)
+    for tenant in {e.tenant for e in texts} | {"tenant-0"}:
+        asyncio.run(publish_policy(settings, tenant, allow_all_policy(tenant, 1)))
+    rng, fonts = random.Random(7), font_dir()
+    records: list[tuple[bytes | None, bytes]] = [
+        (e.conversation_id.encode(), e.to_json()) for e in texts
+    ]
+    pages = [f"page-{i}" for i in range(6)]
+    for i, event_id in enumerate(pages):  # the dense pages first: they hold the offsets back
+        records.insert(
+            i * 3, (f"conv-page-{i}".encode(), big_page_turn(event_id, f"conv-page-{i}", fonts))
+        )
+    images = [f"img-{i:03d}" for i in range(1, 40, 2)]  # inline ones
+    for i in range(1, 40, 2):
+        raw, _ = image_turn(i, settings.attachment_path, fonts, rng)
+        records.insert(rng.randrange(len(records) + 1), (f"conv-img-{i % 7}".encode(), raw))
+    want = {e.event_id for e in texts} | set(pages) | set(images)
+    kafka_io.produce(settings.bootstrap_servers, settings.topic_in, records)
+
+    seen = kafka_io.consume(
+        settings.bootstrap_servers,
+        [settings.topic_out],
+        until=lambda r: len(r[settings.topic_out]) >= 150,
+        timeout_s=120,
+        settle_s=0.0,
+    )[settings.topic_out]
+    worker.stop(grace_s=0, sig=signal.SIGKILL)
+    before = {r["event_id"] for r in seen}
+    assert not set(pages) <= before, "every page was read before the kill: nothing tested"
+    worker, _ = start_worker()
+    out = kafka_io.consume(
+        settings.bootstrap_servers,
+        [settings.topic_out, settings.topic_deadletter],
+        until=lambda r: len({x["event_id"] for x in r[settings.topic_out]}) >= len(want),
+        timeout_s=300,
+        settle_s=3.0,
+    )
+    ids = [r["event_id"] for r in out[settings.topic_out]]
+    doubled = sorted({i for i in ids if ids.count(i) > 1})
+    print(f"\n{len(before)} results before the kill -9, {len(ids)} in all for {len(want)} events")
+    assert out[settings.topic_deadletter] == []
+    assert not doubled, f"{len(doubled)} event ids with two results, e.g. {doubled[:5]}"
+    assert set(ids) == want
     assert worker.pid() is not None, worker.tail()

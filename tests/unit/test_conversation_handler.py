@@ -222,3 +222,23 @@ async def test_image_turn_text_is_classified_masked_and_dead_letters_refusals(
     assert dead["reason"] == "attachment_too_many_pixels" and dead["event_id"] == "e1"
     # the recognised text is the turn's text in the conversation's context
     assert out["e2"]["context"]["turn_ids"] == ["e0"]  # type: ignore[index]
+
+
+async def test_only_outcomes_that_leave_a_dedupe_row_or_a_duplicate_may_overtake(
+    tmp_path: Path,
+) -> None:
+    """``overtakes``: a classified or denied turn (each leaves its dedupe row, so its replay
+    after a crash is skipped) and a duplicate may finish ahead of older turns of other
+    conversations; a dead letter (no row: its replay would send it again) keeps its place."""
+    handler = make(FakeInferenceClient(), tmp_path)
+    sink = FakeSink()
+    values = [turn(0), turn(1, tenant="initech"), turn(0), b"{broken"]
+    outcomes = []
+    for offset, value in enumerate(values):
+        rec = SourceRecord("in", sink.partition, offset, b"k", value, 1.0)
+        outcome = await handler.prepare(rec, sink)
+        outcomes.append(outcome)
+        await handler.finish(rec, outcome, sink)
+    names = [type(o).__name__ for o in outcomes]
+    assert names == ["Classified", "Denied", "Duplicate", "Invalid"]
+    assert [handler.overtakes(o) for o in outcomes] == [True, True, True, False]

@@ -53,13 +53,17 @@ class Rig:
     handler: EchoHandler
 
     def feed(
-        self, tp: TopicPartition, *offsets: int, prepared: asyncio.Future[Any] | None = None
+        self,
+        tp: TopicPartition,
+        *offsets: int,
+        prepared: asyncio.Future[Any] | None = None,
+        key: bytes | None = b"k",
     ) -> None:
         """Records as the fetch loop queues them: prepared (by default: done at once),
         outstanding."""
         part = self.parts[tp]
         for offset in offsets:
-            rec = SourceRecord(tp.topic, tp.partition, offset, b"k", _value(tp, offset), 0.0, ())
+            rec = SourceRecord(tp.topic, tp.partition, offset, key, _value(tp, offset), 0.0, ())
             if prepared is None:
                 done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 done.set_result(rec.value)
@@ -71,6 +75,11 @@ class Rig:
 
     def committed(self, tp: TopicPartition) -> int | None:
         return self.parts[tp].committed_offset
+
+    @property
+    def sent(self) -> list[bytes | None]:
+        """The values produced so far, committed or not."""
+        return [c[2] for c in self.producer.calls if c[0] == "produce"]
 
     @property
     def produced(self) -> int:
@@ -87,6 +96,7 @@ def _run(
     *,
     handler: EchoHandler | None = None,
     wall_clock: FrozenClock | None = None,
+    finishers: list[Finisher] | None = None,
 ) -> None:
     async def main() -> None:
         clock = FrozenClock(100.0)
@@ -101,19 +111,20 @@ def _run(
         committer = Committer(txn, lambda: parts, consumer, timing, clock=clock)
         rig = Rig(clock, broker, producer, txn, parts, committer, handler or EchoHandler())
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(committer.run())] + [
-            loop.create_task(
-                Finisher(
-                    part,
-                    rig.handler,
-                    timing=timing,
-                    on_finished=committer.wake.set,
-                    clock=clock,
-                    wall_clock=wall_clock or FrozenClock(0.0),
-                ).run()
+        made = [
+            Finisher(
+                part,
+                rig.handler,
+                timing=timing,
+                on_finished=committer.wake.set,
+                clock=clock,
+                wall_clock=wall_clock or FrozenClock(0.0),
             )
             for part in parts.values()
         ]
+        if finishers is not None:
+            finishers.extend(made)
+        tasks = [loop.create_task(committer.run())] + [loop.create_task(f.run()) for f in made]
         try:
             await test(rig)
         finally:
@@ -325,4 +336,99 @@ def test_an_idle_partition_sweeps_and_only_a_sweep_that_changed_something_commit
 
     _run(
         CommitTiming(interval_s=0.04, idle_gap_s=0.02, sweep_interval_s=0.05), test, wall_clock=wall
+    )
+
+
+class OvertakingHandler(EchoHandler):
+    """``EchoHandler`` whose outcomes may overtake older records of other keys, except an
+    outcome ending in ``stay`` (the conversation flow's dead letter, which leaves no trace)."""
+
+    def overtakes(self, outcome: Any) -> bool:
+        return not bytes(outcome).endswith(b"stay")
+
+
+def _later() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+def test_records_of_other_keys_overtake_one_still_in_the_model_and_the_offset_waits() -> None:
+    """in[0]@0 (key a) is still being prepared (an image in OCR): @1 (b) and @3 (c) finish and
+    can commit at once; @2 (a) waits for @0, its elder of the same key; the offset committed
+    stays @0's until it finishes, then moves past everything."""
+    finishers: list[Finisher] = []
+
+    async def test(rig: Rig) -> None:
+        slow = _later()
+        rig.feed(TP0, 0, prepared=slow, key=b"a")
+        rig.feed(TP0, 1, key=b"b")
+        rig.feed(TP0, 2, key=b"a")
+        rig.feed(TP0, 3, key=b"c")
+        await until(lambda: len(rig.sent) == 2)
+        await asyncio.sleep(0.05)
+        assert rig.sent == [b"v0-1", b"v0-3"]
+        assert rig.finished(TP0) == 0  # the oldest record not finished
+        assert rig.parts[TP0].outstanding == 2 and rig.parts[TP0].waiting
+        rig.clock.now = 100.03  # idle (nothing can finish now): the idle gap commits
+        rig.committer.wake.set()
+        await until(lambda: len(rig.producer.commits) == 1)
+        assert rig.producer.offsets == [{TP0: 0}]  # @1 and @3 replay after a crash
+
+        slow.set_result(b"late")
+        await until(lambda: rig.finished(TP0) == 4)
+        assert rig.sent == [b"v0-1", b"v0-3", b"late", b"v0-2"]
+        rig.clock.now = 100.06
+        rig.committer.wake.set()
+        await until(lambda: rig.committed(TP0) == 4)
+        assert rig.parts[TP0].outstanding == 0
+        assert finishers[0].overtaken == 2
+
+        rig.feed(TP0, 4, 5, key=b"d")  # nothing in the model: offset order, nothing overtakes
+        await until(lambda: rig.finished(TP0) == 6)
+        assert rig.sent[-2:] == [b"v0-4", b"v0-5"]
+        assert finishers[0].overtaken == 2
+
+    _run(
+        CommitTiming(interval_s=1.0, idle_gap_s=0.02, sweep_interval_s=1e9),
+        test,
+        handler=OvertakingHandler(),
+        finishers=finishers,
+    )
+
+
+def test_a_keyless_record_and_an_outcome_the_handler_keeps_in_place_are_not_passed() -> None:
+    """Nothing overtakes a keyless record (its conversation is unknown); an outcome the handler
+    does not let overtake waits its turn, and holds back the later records of its key only."""
+
+    async def test(rig: Rig) -> None:
+        slow, slow1 = _later(), _later()
+        rig.feed(TP0, 0, prepared=slow, key=b"a")
+        rig.feed(TP0, 1, key=None)
+        rig.feed(TP0, 2, key=b"b")
+        await asyncio.sleep(0.1)
+        assert rig.sent == [] and rig.finished(TP0) is None
+
+        rig.feed(TP1, 0, prepared=slow1, key=b"a")
+        done = _later()
+        done.set_result(b"dead letter, stay")
+        rig.feed(TP1, 1, prepared=done, key=b"b")
+        rig.feed(TP1, 2, key=b"b")  # after its elder of key b: waits
+        rig.feed(TP1, 3, key=b"c")
+        await until(lambda: len(rig.sent) == 1)
+        await asyncio.sleep(0.05)
+        assert rig.sent == [b"v1-3"] and rig.finished(TP1) == 0
+
+        slow.set_result(b"late0")
+        slow1.set_result(b"late1")
+        await until(lambda: rig.finished(TP0) == 3 and rig.finished(TP1) == 4)
+        outputs = rig.sent
+        assert sorted(outputs) == sorted(
+            [b"v1-3", b"late0", b"v0-1", b"v0-2", b"late1", b"dead letter, stay", b"v1-2"]
+        )
+        for each in ([b"late0", b"v0-1", b"v0-2"], [b"late1", b"dead letter, stay", b"v1-2"]):
+            assert [v for v in outputs if v in each] == each  # the partitions interleave
+
+    _run(
+        CommitTiming(interval_s=1.0, idle_gap_s=1.0, sweep_interval_s=1e9),
+        test,
+        handler=OvertakingHandler(),
     )
