@@ -116,9 +116,15 @@ def test_lines_agree_with_rapidocr(pages: list[Page]) -> None:
         [_squash([t]) for t in p.ours] == [_squash([t]) for t in p.ref] for p in pages
     )
     diffs = [(p.ours, p.ref) for p in pages if p.ours != p.ref]
-    # measured: 11/12 exact (one space differs: a 1-pixel wider widest crop), 12/12 modulo spaces
+    # measured: 12/12 modulo spaces; 8/12 exact: the other 4 are pages where rapidocr loses a
+    # word space that ours restores (``ctc_decode``), and ours then reads exactly the truth
     assert modulo_spaces >= 11, diffs
-    assert exact >= 10, diffs
+    assert exact >= 7, diffs
+    assert all(
+        list(p.truth) == p.ours
+        for p in pages
+        if p.ours != p.ref and [_squash([t]) for t in p.ours] == [_squash([t]) for t in p.ref]
+    ), diffs
 
 
 def test_text_matches_the_rendered_truth(pages: list[Page]) -> None:

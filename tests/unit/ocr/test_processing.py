@@ -227,6 +227,44 @@ def test_ctc_decode_empty_and_indices() -> None:
     assert text == "cc" and conf == pytest.approx(0.7)
 
 
+GAP_CHARSET = ["blank", "a", "b", "中", "文", " "]
+
+
+def _line(pattern: str) -> np.ndarray:
+    """[T, C] probabilities, one step a pattern character: ``_`` a blank step where the space
+    class stays low, ``~`` one where it rises faintly (0.01), ``^`` strongly (0.1); any other
+    character is emitted with probability 0.9."""
+    space = {"_": 1e-4, "~": 0.01, "^": 0.1}
+    out = np.full((len(pattern), len(GAP_CHARSET)), 1e-4, np.float32)
+    for t, ch in enumerate(pattern):
+        out[t, -1] = space.get(ch, 1e-4)
+        out[t, 0 if ch in space else GAP_CHARSET.index(ch)] = 0.9
+    return out
+
+
+def test_ctc_decode_restores_a_space_the_blank_won() -> None:
+    text, conf = P.ctc_decode(_line("a__b_^^^_a"), GAP_CHARSET)
+    assert text == "ab a"  # one space however many steps rise
+    assert conf == pytest.approx(0.9)  # the restored space is not a kept step
+    assert P.ctc_decode(_line("a^___b"), GAP_CHARSET)[0] == "a b"  # a short line too
+
+
+def test_ctc_decode_faint_space_needs_a_gap_wider_than_the_pitch() -> None:
+    uniform = "a__b__a~_b__a__b__a__b"  # pitch 3 throughout
+    assert P.ctc_decode(_line(uniform), GAP_CHARSET)[0] == "abababab"
+    wide = "a__b__a~___b__a__b__a__b"  # 5 steps where the line's median is 3
+    assert P.ctc_decode(_line(wide), GAP_CHARSET)[0] == "aba babab"
+    assert P.ctc_decode(_line("a~___b__a"), GAP_CHARSET)[0] == "aba"  # too few to trust a median
+
+
+def test_ctc_decode_no_space_beside_cjk_nor_a_second_one() -> None:
+    assert P.ctc_decode(_line("中^^a^^文^^中^^b"), GAP_CHARSET)[0] == "中a文中b"
+    assert P.ctc_decode(_line("a^ ^b"), GAP_CHARSET)[0] == "a b"  # emitted: not doubled
+    probs = _line("a__b_^^^_a")  # the indices form has no space column: decoded as it was
+    text, _ = P.ctc_decode(probs.max(axis=1), GAP_CHARSET, indices=probs.argmax(axis=1))
+    assert text == "aba"
+
+
 def test_load_charset_blank_first_space_last(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     graph = onnx.helper.make_graph(
