@@ -1,7 +1,7 @@
 """OCR accuracy (issue 19): our PP-OCRv4 pipeline against ground truth and against rapidocr.
 
     .venv/bin/python -m bench.ocr_accuracy [--per-lang 150] [--precision f32|bf16]
-        [--no-reference] [--int8] [--uncapped]
+        [--no-reference] [--int8] [--uncapped] [--numerics]
 
 The images are the held-out evaluation set of ``workers/ocr/evalset.py`` (built, or reused from
 its cache folder). "ours" is ``LocalOcr``: the serving pipeline in-process, the same lines as the
@@ -23,6 +23,8 @@ Figures (every rate pools characters or lines over the images, not a mean of per
 
 ``--uncapped`` adds ours with the reference's detector geometry (no 1600 px cap on the detector
 input's longer side), which separates the cap's effect on agreement from numerics.
+``--numerics`` adds rapidocr's own pipeline with OpenVINO (f32) running its networks: its
+agreement with rapidocr is OpenVINO's against onnxruntime's, nothing else.
 ``--int8`` measures NNCF post-training INT8 (OpenVINO backend, default CNN preset) of the
 detector and recogniser, calibrated on a set of another seed (``SEED + 1``, 50 images a
 language; the recogniser on the crops our FP32 detector finds there): rec INT8 alone, and both.
@@ -61,7 +63,7 @@ CAL_PER_LANG, CAL_SEED = 50, evalset.SEED + 1  # the INT8 calibration set
 UNCAPPED = 10**9
 PACKAGES = ("rapidocr-onnxruntime", "onnxruntime", "openvino", "nncf", "onnx", "numpy", "pillow",
             "opencv-python-headless", "rapidfuzz")  # fmt: skip
-OURS, REF = "ours", "rapidocr"
+OURS, REF, REF_OV = "ours", "rapidocr", "rapidocr/openvino"
 WAYS = ("a", "b")  # (a) spaced, (b) no whitespace
 Rgb = npt.NDArray[np.uint8]
 Reader = Callable[[Rgb], list[str]]
@@ -178,6 +180,32 @@ def reference_reader() -> Reader:
 
     def read(rgb: Rgb) -> list[str]:
         result, _ = engine(np.ascontiguousarray(rgb[..., ::-1]), use_cls=False)  # it takes BGR
+        return [str(r[1]) for r in result or []]
+
+    return read
+
+
+def reference_on_openvino_reader() -> Reader:
+    """rapidocr's own pipeline with its two networks run by OpenVINO (f32, as ours) instead of
+    onnxruntime: its agreement with ``rapidocr`` is the runtime's alone (the same pre- and
+    post-processing on both sides), which ours-vs-rapidocr mixes with the pipelines' own
+    differences (detector geometry, recogniser batching)."""
+    from rapidocr_onnxruntime import RapidOCR
+
+    from workers.ocr import processing as P
+    from workers.ocr.local import _compile
+
+    engine, models = RapidOCR(), P.rapidocr_models_dir()
+
+    def net(file: str) -> Callable[[Any], list[Any]]:
+        compiled = _compile(models / file, "f32")
+        return lambda x: [np.asarray(compiled(x)[compiled.output(0)])]
+
+    engine.text_det.infer = net(P.DET_MODEL)
+    engine.text_rec.session = net(P.REC_MODEL)
+
+    def read(rgb: Rgb) -> list[str]:
+        result, _ = engine(np.ascontiguousarray(rgb[..., ::-1]), use_cls=False)
         return [str(r[1]) for r in result or []]
 
     return read
@@ -412,13 +440,17 @@ def print_failures(samples: Samples, runs: dict[str, Run], scores: Scores) -> di
 @click.option("--no-reference", is_flag=True, help="skip rapidocr (no agreement figures)")
 @click.option("--int8", is_flag=True, help="also quantize (NNCF) and evaluate INT8 networks")
 @click.option("--uncapped", is_flag=True, help="also run ours without the 1600 px detector cap")
-def main(per_lang: int, precision: str, no_reference: bool, int8: bool, uncapped: bool) -> None:
+@click.option("--numerics", is_flag=True, help="also rapidocr's pipeline on OpenVINO (agreement)")
+def main(
+    per_lang: int, precision: str, no_reference: bool, int8: bool, uncapped: bool, numerics: bool
+) -> None:
     started = time.perf_counter()
     manifest = evalset.build_evalset(evalset.default_dir(per_lang=per_lang), per_lang=per_lang)
     samples, packages = manifest.samples, versions()
     readers: dict[str, Reader] = {OURS: ours_reader(precision)}
     readers |= {f"{OURS} uncapped": ours_reader(precision, UNCAPPED)} if uncapped else {}
     readers |= {} if no_reference else {REF: reference_reader()}
+    readers |= {REF_OV: reference_on_openvino_reader()} if numerics and not no_reference else {}
     quantized = quantize_int8(OUT / "ocr_int8") if int8 else {}
     if int8:
         det, rec = (Path(quantized[n]["xml"]) for n in ("det", "rec"))
@@ -430,7 +462,7 @@ def main(per_lang: int, precision: str, no_reference: bool, int8: bool, uncapped
           f"{precision} (OpenVINO {packages['openvino']}); rapidocr = rapidocr_onnxruntime "
           f"{packages['rapidocr-onnxruntime']}, use_cls=False\n")  # fmt: skip
     print_tables(tables)
-    ours_runs = [n for n in runs if n.startswith(OURS)] if REF in runs else []
+    ours_runs = [n for n in runs if n.startswith(OURS) or n == REF_OV] if REF in runs else []
     agree = {n: agreement(samples, runs[n], runs[REF]) for n in ours_runs}
     for name, a in agree.items():
         print_agreement(name, REF, a)
@@ -448,6 +480,7 @@ def main(per_lang: int, precision: str, no_reference: bool, int8: bool, uncapped
     params = {"evalset_key": manifest.key, "evalset_dir": str(manifest.root),
               "evalset": manifest.params, "per_lang": per_lang, "precision": precision,
               "reference": not no_reference, "uncapped": uncapped, "int8": int8,
+              "numerics": numerics,
               "packages": packages, "cpus": os.cpu_count()}  # fmt: skip
     per_image = {n: [{w: t.cer for w, t in row.items()} for row in sc] for n, sc in scores.items()}
     doc = {"params": params, "targets": {"cer": TARGET_CER, "agreement": TARGET_AGREEMENT},
