@@ -21,12 +21,22 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from streams.agents.deadletters import DeadLetters
+from streams.agents.outcomes import (
+    CONTEXT,
+    DEDUPE,
+    Classified,
+    Denied,
+    Duplicate,
+    Invalid,
+    Item,
+    Outcome,
+    done,
+    state_tables,
+)
 from streams.agents.outputs import ConversationOutputs
 from streams.engine import Sink
 from streams.records import (
@@ -36,7 +46,6 @@ from streams.records import (
     peek_event_id,
 )
 from streams.settings import Settings
-from streams.tables import ChangelogTable
 from workers.batching import MicroBatcher
 from workers.context import ContextSelector, Selection
 from workers.conversation import ConversationController, DialogueCache, Rejected
@@ -60,74 +69,7 @@ from workers.telemetry.tracing import (
 )
 
 log = logging.getLogger(__name__)
-CONTEXT, DEDUPE = "context", "dedupe"
 _CACHE_KEY, _INFLIGHT_KEY = "context_cache", "inflight_ids"
-
-
-@dataclass(frozen=True, slots=True)
-class Invalid:
-    code: str
-    detail: str
-    event_id: str | None = None
-    span: EventSpan | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    event: ConversationEvent
-    span: EventSpan | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Denied:
-    event: ConversationEvent
-    access: Access
-    span: EventSpan | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Classified:
-    event: ConversationEvent
-    access: Access
-    prediction: Prediction
-    fetched_at: float
-    span: EventSpan | None = None
-    experiment: dict[str, Any] | None = None  # the result's stamp under an experiment
-    read: TurnText | None = None  # what OCR read from the turn's images
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """What waits in the micro-batcher: the text, its event's trace, when it came."""
-
-    text: str
-    span: EventSpan
-    submitted_ns: int
-
-
-Outcome = Invalid | Duplicate | Denied | Classified
-
-
-def _done(value: Outcome) -> asyncio.Future[Outcome]:
-    fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
-
-
-def state_tables(settings: Settings) -> list[ChangelogTable]:
-    base = settings.state_path / settings.app_id
-    return [
-        ChangelogTable(CONTEXT, context_changelog(settings), base),
-        ChangelogTable(DEDUPE, dedupe_changelog(settings), base),
-    ]
-
-
-def context_changelog(settings: Settings) -> str:
-    return f"{settings.app_id}-context-changelog"
-
-
-def dedupe_changelog(settings: Settings) -> str:
-    return f"{settings.app_id}-dedupe-changelog"
 
 
 class ConversationHandler:
@@ -175,13 +117,13 @@ class ConversationHandler:
             clock=clock,
             on_batch_rejected=lambda exc: self.metrics.triton_error("rejected"),
         )
-        self.batcher: MicroBatcher[_Item, Prediction] = MicroBatcher(
+        self.batcher: MicroBatcher[Item, Prediction] = MicroBatcher(
             self._infer,
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_inflight=settings.max_inflight,
         )
-        self.runner: ExperimentRunner[_Item] | None = None
+        self.runner: ExperimentRunner[Item] | None = None
         self._default = Variant(settings.model_name)  # the configured model: self.classifier
         self._variant_classifier = variant_classifier
         self._classifiers: dict[tuple[Variant, str], TurnClassifier] = {}
@@ -191,9 +133,9 @@ class ConversationHandler:
     # --- experiments: the model version a turn goes to ------------------------------------
     def _runner(
         self, store: ExperimentStore, publish: Callable[[str, bytes, bytes], Awaitable[None]]
-    ) -> ExperimentRunner[_Item]:
+    ) -> ExperimentRunner[Item]:
         settings = self.settings
-        runner: ExperimentRunner[_Item] = ExperimentRunner(
+        runner: ExperimentRunner[Item] = ExperimentRunner(
             store,
             self._variant_batcher,
             publish_event=functools.partial(publish, settings.topic_experiment_events),
@@ -207,7 +149,7 @@ class ConversationHandler:
         runner.batchers[(self._default, PRIMARY)] = self.batcher
         return runner
 
-    def _variant_batcher(self, variant: Variant, role: str) -> MicroBatcher[_Item, Prediction]:
+    def _variant_batcher(self, variant: Variant, role: str) -> MicroBatcher[Item, Prediction]:
         settings = self.settings
         infer = functools.partial(
             self._infer, classifier=self._classifier(variant, role), role=role
@@ -221,7 +163,7 @@ class ConversationHandler:
             )
         pace = DutyCycle(settings.shadow_max_duty)
 
-        async def shadow(items: list[_Item]) -> list[Prediction]:
+        async def shadow(items: list[Item]) -> list[Prediction]:
             return await pace.run(lambda: infer(items))
 
         return MicroBatcher(
@@ -257,15 +199,15 @@ class ConversationHandler:
                     max_inline_bytes=self.settings.attachment_max_inline_bytes,
                 )
         except InvalidEvent as exc:
-            return _done(Invalid(exc.code, exc.detail, peek_event_id(rec.value), span))
+            return done(Invalid(exc.code, exc.detail, peek_event_id(rec.value), span))
         inflight: set[str] = part.local.setdefault(_INFLIGHT_KEY, set())
         if event.event_id in inflight or part.get(DEDUPE, event.event_id.encode()) is not None:
-            return _done(Duplicate(event, span))
+            return done(Duplicate(event, span))
         inflight.add(event.event_id)
         with tracing.stage("policy", span):
             access = self.governor.admit(event.tenant, event.metadata)
         if not access.allowed:
-            return _done(Denied(event, access, span))
+            return done(Denied(event, access, span))
         fetched_at = self.clock()
         if event.attachments:
             return asyncio.ensure_future(self._read_images(event, access, fetched_at, span))
@@ -279,7 +221,7 @@ class ConversationHandler:
         span: EventSpan,
         read: TurnText | None = None,
     ) -> asyncio.Future[Outcome]:
-        item = _Item(event.text, span, time.time_ns())
+        item = Item(event.text, span, time.time_ns())
         runner = self.runner
         assignment = None if runner is None else runner.assign(event.tenant, event.conversation_id)
         if runner is None or assignment is None:
@@ -287,7 +229,7 @@ class ConversationHandler:
             return asyncio.ensure_future(
                 self._classified(event, access, future, fetched_at, span, read)
             )
-        shadow_item = _Item(event.text, NOT_TRACED, item.submitted_ns)
+        shadow_item = Item(event.text, NOT_TRACED, item.submitted_ns)
         routed = runner.submit(assignment, event.conversation_id, item, shadow_item)
         return asyncio.ensure_future(
             self._experimented(runner, event, access, routed, item, fetched_at, span, read)
@@ -316,7 +258,7 @@ class ConversationHandler:
         return await self._submit(turn, access, fetched_at, span, read)
 
     async def _infer(
-        self, items: list[_Item], *, classifier: TurnClassifier | None = None, role: str = PRIMARY
+        self, items: list[Item], *, classifier: TurnClassifier | None = None, role: str = PRIMARY
     ) -> list[Prediction]:
         """One batch: its events' batch_wait spans end here, one inference span covers it.
         A shadow batch is counted per model version only: no span, no serving metric."""
@@ -332,7 +274,7 @@ class ConversationHandler:
         return predictions
 
     async def _infer_served(
-        self, items: list[_Item], texts: list[str], classifier: TurnClassifier
+        self, items: list[Item], texts: list[str], classifier: TurnClassifier
     ) -> list[Prediction]:
         tracing, now = self.tracing, time.time_ns()
         for item in items:
@@ -353,11 +295,11 @@ class ConversationHandler:
 
     async def _experimented(
         self,
-        runner: ExperimentRunner[_Item],
+        runner: ExperimentRunner[Item],
         event: ConversationEvent,
         access: Access,
         routed: Routed,
-        item: _Item,
+        item: Item,
         fetched_at: float,
         span: EventSpan,
         read: TurnText | None = None,
