@@ -4,8 +4,9 @@ Triton, and what image turns cost the text turns they are interleaved with.
     python -m bench.ocr [--quick] [--part a|b|both] [--text-fraction 0.5] [--image-share 0.1]
 
 Part A (no Kafka): text-dense PNG pages of three sizes (a 640x480 screenshot, a 1280x960 photo,
-an A4 scan at 300 dpi) and part B's image turns, read in-process (``LocalOcr``: OpenVINO, its
-default threads) and through Triton (``ImageReader`` + ``TritonOcrClient``, as the worker reads:
+an A4 scan at 300 dpi) and part B's image turns, read in-process (``LocalOcr`` on the networks
+``ocr_det/1`` and ``ocr_rec/1`` serve, INT8 or FP32 as the build decided: OpenVINO, its default
+threads) and through Triton (``ImageReader`` + ``TritonOcrClient``, as the worker reads:
 decode, detect on ``ocr_det``, crop, recognise on ``ocr_rec``; one thread per model), base64 and
 PNG decode included. One image at a time gives p50/p99 per image, four at a time images/s.
 
@@ -225,8 +226,8 @@ async def measure(lanes: list[Lane], budget: Budget, meter: CpuMeter) -> dict[st
 async def inprocess(
     pngs: list[bytes], warm: bytes, budget: Budget, meter: CpuMeter
 ) -> dict[str, Any]:
-    """``LocalOcr``, one engine per thread (it is not thread-safe); ``warm`` is each engine's
-    first image (not measured)."""
+    """``LocalOcr`` on the served networks, one engine per thread (it is not thread-safe);
+    ``warm`` is each engine's first image (not measured)."""
     from workers.ocr.local import LocalOcr
 
     def read(engine: LocalOcr, png: bytes) -> int:
@@ -238,7 +239,7 @@ async def inprocess(
 
         return run
 
-    engines = [LocalOcr() for _ in range(CONCURRENCY)]
+    engines = [LocalOcr.installed(REPO_ROOT / "model_repo") for _ in range(CONCURRENCY)]
     for engine in engines:
         read(engine, warm)  # the first inference of a compiled model is slower
     return await measure([lane(e) for e in engines], budget, meter)

@@ -25,10 +25,11 @@ Figures (every rate pools characters or lines over the images, not a mean of per
 input's longer side), which separates the cap's effect on agreement from numerics.
 ``--numerics`` adds rapidocr's own pipeline with OpenVINO (f32) running its networks: its
 agreement with rapidocr is OpenVINO's against onnxruntime's, nothing else.
-``--int8`` measures NNCF post-training INT8 (OpenVINO backend, default CNN preset) of the
-detector and recogniser, calibrated on a set of another seed (``SEED + 1``, 50 images a
-language; the recogniser on the crops our FP32 detector finds there): rec INT8 alone, and both.
-Measurement only: the served models stay FP32. Everything lands in ``bench/out/ocr_accuracy.json``.
+``--int8`` measures NNCF post-training INT8 of the detector and recogniser, made exactly as the
+install makes it (``workers.ocr.quantize.quantize_int8``: OpenVINO backend, default CNN preset,
+calibrated on a set of another seed, ``SEED + 1``, 50 images a language; the recogniser on the
+crops our FP32 detector finds there): rec INT8 alone, and both. What is served, the install's
+own gate decides on a third set (docs/ocr.md). Everything lands in ``bench/out/ocr_accuracy.json``.
 """
 
 from __future__ import annotations
@@ -54,12 +55,11 @@ from rapidfuzz.distance import LCSseq, Levenshtein
 
 from workers.ocr import evalset
 from workers.ocr.metrics import CerCounter, line_agreement, normalize
+from workers.ocr.quantize import MAX_DELTA, quantize_int8
 
 OUT = Path(__file__).resolve().parent / "out"
 TARGET_CER = {"zh": 0.03, "en": 0.02}
 TARGET_AGREEMENT = 0.99
-INT8_MAX_DELTA = 0.01  # "within 1 point" of CER
-CAL_PER_LANG, CAL_SEED = 50, evalset.SEED + 1  # the INT8 calibration set
 UNCAPPED = 10**9
 PACKAGES = ("rapidocr-onnxruntime", "onnxruntime", "openvino", "nncf", "onnx", "numpy", "pillow",
             "opencv-python-headless", "rapidfuzz")  # fmt: skip
@@ -212,14 +212,11 @@ def reference_on_openvino_reader() -> Reader:
 
 
 def int8_reader(det_xml: Path | None, rec_xml: Path) -> Reader:
-    """``LocalOcr`` (same pre/post-processing) with the quantized networks swapped in: it reads
-    the charset from the ONNX file's metadata, which the OpenVINO IR does not carry."""
-    from workers.ocr.local import LocalOcr, _compile
+    """``LocalOcr`` (same pre/post-processing) with the quantized networks (the FP32 detector
+    where ``det_xml`` is None); the charset comes from the ONNX file, an IR carries none."""
+    from workers.ocr.local import LocalOcr
 
-    ocr = LocalOcr(precision="f32")
-    if det_xml is not None:
-        ocr._det = _compile(det_xml, "f32")
-    ocr._rec = _compile(rec_xml, "f32", ocr.rec_cfg.height)
+    ocr = LocalOcr(det_xml, rec_xml, precision="f32")
     return lambda rgb: [line.text for line in ocr.read(rgb)]
 
 
@@ -236,40 +233,6 @@ def run_all(readers: dict[str, Reader], images: Sequence[Rgb]) -> dict[str, Run]
         if (i + 1) % 25 == 0:
             print(f"  {i + 1}/{len(images)} images", file=sys.stderr, flush=True)
     return runs
-
-
-def quantize_int8(dest: Path) -> dict[str, Any]:
-    """INT8 IR of both networks in ``dest`` (NNCF, OpenVINO backend), calibrated off the set."""
-    import nncf
-    import openvino as ov
-
-    from workers.ocr import processing as P
-    from workers.ocr.local import LocalOcr
-
-    where = evalset.default_dir(per_lang=CAL_PER_LANG, seed=CAL_SEED)
-    cal = evalset.build_evalset(where, per_lang=CAL_PER_LANG, seed=CAL_SEED)
-    ocr, det_items, rec_items = LocalOcr(precision="f32"), [], []
-    for sample in cal.samples:
-        rgb = load_rgb(cal.path(sample))
-        det_items.append(P.det_preprocess(rgb).tensor[np.newaxis])
-        crops = [P.crop_line(rgb, box) for box in ocr.detect(rgb)]
-        rec_items += [P.pad_batch([P.rec_preprocess(c)]) for c in crops]
-    dest.mkdir(parents=True, exist_ok=True)
-    models, core = P.rapidocr_models_dir(), ov.Core()
-    info: dict[str, Any] = {"calibration_key": cal.key, "per_lang": CAL_PER_LANG, "seed": CAL_SEED}
-    for name, file, items in (("det", P.DET_MODEL, det_items), ("rec", P.REC_MODEL, rec_items)):
-        model = core.read_model(str(models / file))
-        if name == "rec":
-            model.reshape({model.input(0): ov.PartialShape([-1, 3, 48, -1])})
-        start = time.perf_counter()
-        quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
-        xml = dest / f"{name}_int8.xml"
-        ov.save_model(quantized, str(xml), compress_to_fp16=False)
-        size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
-        info[name] = {"items": len(items), "seconds": round(time.perf_counter() - start, 1),
-                      "ir_bytes": size, "onnx_fp32_bytes": (models / file).stat().st_size,
-                      "xml": str(xml)}  # fmt: skip
-    return info
 
 
 # --- reporting --------------------------------------------------------------------------------
@@ -396,7 +359,7 @@ def int8_summary(samples: Samples, runs: dict[str, Run], tables: Any, times: Any
     for name in (n for n in runs if n.startswith("int8")):
         delta = {f"{w} {k}": tables[name][k][f"cer_{w}"] - tables[OURS][k][f"cer_{w}"]
                  for w in WAYS for k in tables[OURS]}  # fmt: skip
-        within = all(abs(v) <= INT8_MAX_DELTA for k, v in delta.items() if k.startswith("a "))
+        within = all(abs(v) <= MAX_DELTA for k, v in delta.items() if k.startswith("a "))
         speed = times[OURS]["mean"] / times[name]["mean"]
         out[name] = {"delta_cer": delta, "within_1_point_a": within, "speedup_mean": speed,
                      "agreement_with_f32": agreement(samples, runs[name], runs[OURS])}  # fmt: skip

@@ -3,8 +3,10 @@
 The build copies this file, ``openvino_model.py`` and ``workers/ocr/processing.py`` (as
 ``ocr_processing.py``) into each version folder beside ``model.py``; read from the tracked tree
 they are found here and in the ``workers`` package. Thin by design: ``initialize`` compiles
-``<version>/model.onnx`` with the config's OpenVINO properties, ``execute`` answers each request
-on its own (one response per request, a bad request gets an error response, the rest are served).
+``<version>/model.xml`` (the INT8 IR, where the build's gate chose it) if present, else
+``<version>/model.onnx`` (FP32, as shipped), with the config's OpenVINO properties; ``execute``
+answers each request on its own (one response per request, a bad request gets an error
+response, the rest are served).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ __all__ = ["OcrModel", "RequestError", "error_response", "processing"]
 
 
 class OcrModel:
-    """Compiles the version folder's ``model.onnx``; subclasses implement ``answer``."""
+    """Compiles the version folder's ``model.xml``, or its ``model.onnx`` where there is no IR;
+    subclasses implement ``answer``."""
 
     def initialize(self, args: dict[str, str]) -> None:
         import openvino as ov
@@ -49,13 +52,17 @@ class OcrModel:
         self.params = parse_parameters(config)
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self.version_dir = version_dir
+        ir = version_dir / "model.xml"
+        self.model_file = ir if ir.is_file() else version_dir / "model.onnx"
         self.compiled = ov.Core().compile_model(
-            str(version_dir / "model.onnx"), "CPU", compile_properties(self.params)
+            str(self.model_file), "CPU", compile_properties(self.params)
         )
         self.request = self.compiled.create_infer_request()
         if pb_utils is not None and hasattr(pb_utils, "Logger"):
             name = args.get("model_name", "")
-            pb_utils.Logger.log_info(f"{name}: OpenVINO {ov.get_version()} {self.params}")
+            pb_utils.Logger.log_info(
+                f"{name}: {self.model_file.name} on OpenVINO {ov.get_version()} {self.params}"
+            )
         self.setup()
 
     def setup(self) -> None:

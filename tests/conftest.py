@@ -43,7 +43,9 @@ def services() -> Iterator[Settings]:
     from workers.ocr.install import install_ocr
 
     build_models(settings.model_repo, settings.cache_dir)  # a cache hit when `make test` built
-    install_ocr(settings.model_repo)  # the OCR models' folders (unchanged: nothing to do)
+    install_ocr(  # the OCR models' folders (unchanged: nothing to do)
+        settings.model_repo, int8=settings.ocr_int8, cache_root=settings.cache_dir
+    )
     local.kafka(settings, "start", "--clean")
     try:
         local.triton(settings, "start")

@@ -3,8 +3,9 @@
 Each request holds one image's line crops (uint8 RGB, height 48, line ``i``'s pixels in its first
 ``widths[i]`` columns). The dynamic batcher hands several requests to one ``execute``: their
 lines are normalised, padded to the widest (zeros: what the reference pads with) and run as one
-call per ``max_lines``; each line's argmax path is CTC-decoded here with the character set of
-the model file, so only text and a confidence travel back.
+call per ``max_lines``; each line's argmax path is CTC-decoded here with the recogniser's
+character set (``charset.txt`` in the version folder: the ONNX file's metadata, which an IR does
+not carry), so only text and a confidence travel back.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["TritonPythonModel"]
 
 class TritonPythonModel(OcrModel):
     def setup(self) -> None:
-        self.charset = processing.load_charset(self.version_dir / "model.onnx")
+        self.charset = processing.load_charset(self.version_dir / processing.CHARSET_FILE)
         self.cfg = processing.RecConfig()
         self.max_lines = int(self.params.get("max_lines", "32"))
         self.run(np.zeros((1, 3, self.cfg.height, self.cfg.base_width), dtype=np.float32))

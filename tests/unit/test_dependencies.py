@@ -1,7 +1,8 @@
 """Every third-party module that streams/, workers/, bench/ and tests/ import comes from a
 distribution pyproject.toml declares, in a group that is installed where the code runs:
-streams/ and workers/ need [project].dependencies (workers/modeling/ may also use the ``build`` and
-``data`` extras: the model build), bench/ and tests/ may use any group (``dev`` for their own)."""
+streams/ and workers/ need [project].dependencies (the model build, workers/modeling/ and the OCR
+models' quantization workers/ocr/quantize.py, may also use the ``build`` and ``data`` extras),
+bench/ and tests/ may use any group (``dev`` for their own)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def declared() -> dict[str, set[str]]:
 
 def allowed_groups(path: Path, groups: dict[str, set[str]]) -> set[str]:
     rel = path.relative_to(ROOT).as_posix()
-    if rel.startswith("workers/modeling/"):
+    if rel.startswith(("workers/modeling/", "workers/ocr/quantize.py")):
         return {"runtime", "build", "data"}
     if rel.startswith(("streams/", "workers/")):
         return {"runtime"}

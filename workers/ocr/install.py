@@ -1,10 +1,20 @@
 """Installs the OCR models' version folders (``model_repo/ocr_det/1``, ``model_repo/ocr_rec/1``).
 
-Nothing is trained or converted: OpenVINO reads the PP-OCRv4 ONNX files that the pinned
-``rapidocr-onnxruntime`` wheel ships (deploy/requirements-data.txt). The folder gets the ONNX
-file, ``model.py``, the python-backend helpers it imports and a ``build.json`` naming the source
-and its SHA-256; an unchanged folder is left as it is. Each folder is staged beside its target and
-renamed into place, so Triton never sees half a folder.
+The sources are the PP-OCRv4 ONNX files that the pinned ``rapidocr-onnxruntime`` wheel ships
+(deploy/requirements-data.txt). Both networks are quantized to INT8 and gated
+(:mod:`workers.ocr.quantize`): where INT8's CER is within 1 point of FP32's in every language,
+each folder gets its INT8 IR (``model.xml`` + ``model.bin``); where it is not, or where INT8 is
+turned off (``int8=False``: setting ``ocr_int8``, env ``INFERSTREAM_OCR_INT8=0``), the ONNX file
+as shipped (``model.onnx``). One decision for both models. Each folder also gets ``model.py``, the
+python-backend helpers it imports, and a ``build.json``: the inputs, the precision and why, the
+gate's CERs, the sets' seeds and sizes; ``ocr_rec`` also the recogniser's characters
+(``charset.txt``; an IR carries no metadata).
+
+The inputs are the ONNX files' SHA-256, a hash of the code that builds, gates and serves the
+models (and renders the sets), the openvino and nncf versions and whether INT8 is allowed: while
+both folders hold the same inputs they are left as they are, with no quantization and no gate.
+Each folder is staged beside its target and renamed into place, so Triton never sees half a
+folder.
 """
 
 from __future__ import annotations
@@ -12,14 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from workers.ocr import processing
+from workers.ocr import evalset, local, metrics, processing, quantize
 
 MODELS = {"ocr_det": processing.DET_MODEL, "ocr_rec": processing.REC_MODEL}
+_NETWORK = {"ocr_det": "det", "ocr_rec": "rec"}
 _HELPERS = ("ocr_model.py", "openvino_model.py")
+_PACKAGES = ("openvino", "nncf")
+_OFF = "INT8 turned off (setting ocr_int8, env INFERSTREAM_OCR_INT8=0)"
 
 
 def _sha256(path: Path) -> str:
@@ -30,50 +45,102 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _build_info(model: str, onnx: Path, repo: Path) -> dict[str, str]:
+def _version(package: str) -> str | None:
+    """Its version; None where it is not installed (nncf, with INT8 off on a runtime install)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _inputs(repo: Path, models_dir: Path, int8: bool) -> dict[str, Any]:
     code = hashlib.sha256()
+    modules = (processing, local, metrics, quantize)
     for path in (
-        repo / model / "model.py",
+        *(repo / model / "model.py" for model in MODELS),
         *(repo / h for h in _HELPERS),
-        Path(processing.__file__),
+        Path(__file__),
+        *(Path(str(m.__file__)) for m in modules),
+        *evalset._KEY_SOURCES,
     ):
         code.update(path.read_bytes())
     return {
-        "model": model,
-        "source": f"{processing.REFERENCE_PACKAGE}=={metadata.version('rapidocr-onnxruntime')}",
-        "file": onnx.name,
-        "sha256": _sha256(onnx),
+        "onnx_sha256": {model: _sha256(models_dir / f) for model, f in MODELS.items()},
         "code_sha256": code.hexdigest(),
+        "packages": {name: _version(name) for name in _PACKAGES},
+        "int8_allowed": int8,
     }
 
 
-def install_ocr(repo: Path, say: Callable[[str], None] = print) -> list[Path]:
-    """Install (or leave in place, when unchanged) both OCR version folders; returns them."""
+def _built_inputs(target: Path) -> Any:
+    try:
+        return json.loads((target / "build.json").read_text(encoding="utf-8")).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _swap(repo: Path, model: str, files: dict[str, Path], info: dict[str, Any]) -> Path:
+    """Stage ``files`` (name in the folder: source), the code and ``build.json``; rename into
+    place."""
+    staging, old, target = (repo / model / n for n in (".staging-1", ".old-1", "1"))
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copyfile(source, staging / name)
+    for helper in _HELPERS:
+        shutil.copyfile(repo / helper, staging / helper)
+    shutil.copyfile(repo / model / "model.py", staging / "model.py")
+    shutil.copyfile(processing.__file__, staging / "ocr_processing.py")
+    (staging / "build.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def install_ocr(
+    repo: Path,
+    say: Callable[[str], None] = print,
+    *,
+    int8: bool = True,
+    cache_root: Path | None = None,
+) -> list[Path]:
+    """Install (or leave in place, when their inputs are unchanged) both OCR version folders;
+    returns them. ``cache_root``: where the calibration and gate sets are cached (``evalset``)."""
     models_dir = processing.rapidocr_models_dir()
-    done = []
-    for model, filename in MODELS.items():
-        onnx = models_dir / filename
-        target = repo / model / "1"
-        info = _build_info(model, onnx, repo)
-        built = target / "build.json"
-        if built.is_file() and json.loads(built.read_text(encoding="utf-8")) == info:
-            done.append(target)
-            continue
-        staging = repo / model / ".staging-1"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        shutil.copyfile(onnx, staging / "model.onnx")
-        shutil.copyfile(repo / model / "model.py", staging / "model.py")
-        for helper in _HELPERS:
-            shutil.copyfile(repo / helper, staging / helper)
-        shutil.copyfile(processing.__file__, staging / "ocr_processing.py")
-        (staging / "build.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        old = repo / model / ".old-1"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-        say(f"[ocr] {model}: installed {filename} ({info['sha256'][:12]}) from {info['source']}")
-        done.append(target)
+    inputs = _inputs(repo, models_dir, int8)
+    if all(_built_inputs(repo / model / "1") == inputs for model in MODELS):
+        return [repo / model / "1" for model in MODELS]
+    done, decision = [], quantize.Decision("fp32", _OFF)
+    record: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="ocr-int8-") as tmp:
+        if int8:
+            say("[ocr] quantizing both networks (NNCF INT8) and gating them against FP32 ...")
+            decision, record = quantize.measure(Path(tmp), cache_root=cache_root)
+        say(f"[ocr] {decision.precision.upper()}: {decision.reason}")
+        charset = Path(tmp) / processing.CHARSET_FILE
+        charset.write_bytes(processing.onnx_characters(models_dir / MODELS["ocr_rec"]).encode())
+        for model, filename in MODELS.items():
+            onnx, ir = models_dir / filename, Path(tmp) / f"{_NETWORK[model]}_int8.xml"
+            files = (
+                {"model.xml": ir, "model.bin": ir.with_suffix(".bin")}
+                if decision.precision == "int8"
+                else {"model.onnx": onnx}
+            )
+            files |= {processing.CHARSET_FILE: charset} if model == "ocr_rec" else {}
+            info = {
+                "model": model,
+                "source": f"{processing.REFERENCE_PACKAGE}=="
+                f"{metadata.version('rapidocr-onnxruntime')}",
+                "file": filename,
+                "precision": decision.precision,
+                "reason": decision.reason,
+                "installed": sorted(files),
+                "inputs": inputs,
+                **record,
+            }
+            done.append(_swap(repo, model, files, info))
+            say(f"[ocr] {model}: installed {', '.join(sorted(files))} ({decision.precision})")
     return done

@@ -1,12 +1,15 @@
-"""In-process PP-OCRv4 OCR: the detector and recogniser ONNX files run directly by OpenVINO on CPU.
+"""In-process PP-OCRv4 OCR: the detector and recogniser networks run by OpenVINO on CPU.
 
-Used by the benchmark and the evaluation, and the model for the Triton python models (which run
-only the networks and reuse ``processing``). No angle classifier: inputs are upright after the
-EXIF transpose and tilted by at most a few degrees (see ``processing``).
+The networks are the ONNX files of the rapidocr wheel by default, or any OpenVINO IR of them,
+such as the INT8 IR that ``workers.ocr.quantize`` makes and the install serves. Used by the
+benchmarks, the evaluation and the install's INT8 gate, and the model for the Triton python
+models (which run only the networks and reuse ``processing``). No angle classifier: inputs are
+upright after the EXIF transpose and tilted by at most a few degrees (see ``processing``).
 
 Precision: ``"f32"`` (the default) forces true FP32 inference; ``"bf16"`` leaves OpenVINO at its
 own default, which on CPUs with AVX-512 BF16/AMX is BF16 execution (faster, slightly different
-probabilities). Not thread-safe: use one instance per thread.
+probabilities); in an INT8 IR, to the layers NNCF left unquantized. Not thread-safe: use one
+instance per thread.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from workers.ocr.processing import (
+    CHARSET_FILE,
     DET_MODEL,
     REC_MODEL,
     DetConfig,
@@ -53,13 +57,20 @@ def _compile(path: Path, precision: Precision, rec_height: int | None = None) ->
 
 
 class LocalOcr:
-    """Detect, crop and recognise text lines of one RGB image."""
+    """Detect, crop and recognise text lines of one RGB image.
+
+    ``det_model`` and ``rec_model`` are ONNX files or OpenVINO IR (``.xml``), the wheel's ONNX
+    files where not given. ``charset`` is what ``load_charset`` reads the characters from: by
+    default ``rec_model`` when it is ONNX, else the wheel's recogniser ONNX (an IR carries no
+    metadata).
+    """
 
     def __init__(
         self,
         det_model: Path | None = None,
         rec_model: Path | None = None,
         *,
+        charset: Path | None = None,
         precision: Precision = "f32",
         det_cfg: DetConfig | None = None,
         rec_cfg: RecConfig | None = None,
@@ -67,15 +78,16 @@ class LocalOcr:
     ) -> None:
         if precision not in ("f32", "bf16"):
             raise ValueError(f"precision must be 'f32' or 'bf16', not {precision!r}")
-        if det_model is None or rec_model is None:
-            models = rapidocr_models_dir()
-            det_model = det_model or models / DET_MODEL
-            rec_model = rec_model or models / REC_MODEL
+        shipped = rapidocr_models_dir  # called only for what is not given
+        det_model = det_model or shipped() / DET_MODEL
+        rec_model = rec_model or shipped() / REC_MODEL
+        if charset is None:
+            charset = rec_model if rec_model.suffix == ".onnx" else shipped() / REC_MODEL
         self.precision = precision
         self.det_cfg = det_cfg or DetConfig()
         self.rec_cfg = rec_cfg or RecConfig()
         self.min_confidence = min_confidence
-        self.charset = load_charset(rec_model)
+        self.charset = load_charset(charset)
         self._det = _compile(det_model, precision)
         self._rec = _compile(rec_model, precision, self.rec_cfg.height)
         classes = self._rec.output(0).get_partial_shape()[-1]
@@ -83,6 +95,16 @@ class LocalOcr:
             raise ValueError(
                 f"{rec_model}: {classes.get_length()} classes but {len(self.charset)} characters"
             )
+
+    @classmethod
+    def installed(cls, repo: Path, **options: Any) -> LocalOcr:
+        """The networks the version folders ``repo/ocr_det/1`` and ``repo/ocr_rec/1`` serve, as
+        their ``model.py`` picks them (``model.xml`` where there is one, else ``model.onnx``),
+        with the folder's ``charset.txt``: the served precision, in-process."""
+        det, rec = repo / "ocr_det" / "1", repo / "ocr_rec" / "1"
+        pick = {d: d / "model.xml" if (d / "model.xml").is_file() else d / "model.onnx"
+                for d in (det, rec)}  # fmt: skip
+        return cls(pick[det], pick[rec], charset=rec / CHARSET_FILE, **options)
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> list[TextBox]:
         det = det_preprocess(rgb, self.det_cfg)

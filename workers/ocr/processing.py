@@ -2,7 +2,7 @@
 
 Written against the models' own configuration (rapidocr-onnxruntime 1.4.4 ``config.yaml`` and its
 PaddleOCR-derived steps), without importing rapidocr: the serving path needs only numpy, cv2,
-pyclipper (and onnx, lazily, to read the charset).
+pyclipper (and onnx, lazily, to read the charset from an ONNX file).
 
 Conventions
 - Every function takes images as RGB uint8 ``HxWx3``; both networks were trained on BGR input, so
@@ -44,6 +44,7 @@ BLANK = "blank"  # CTC blank's placeholder at index 0, as the reference names it
 REFERENCE_PACKAGE = "rapidocr_onnxruntime"
 DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
+CHARSET_FILE = "charset.txt"  # the recogniser's characters in a version folder (load_charset)
 SPACE_PROB = 0.03  # the space class's peak in a gap between Latin characters that makes a space
 SPACE_PROB_WIDE = 0.005  # ... where the gap is also wider than the line's median pitch
 MIN_PITCHES = 6  # Latin pairs a line needs before its median pitch is trusted
@@ -346,15 +347,26 @@ def pad_batch(items: Sequence[FloatArray], min_width: int = RecConfig.base_width
     return batch
 
 
-def load_charset(rec_onnx: Path) -> list[str]:
-    """The recogniser's classes: blank, the ONNX ``character`` metadata lines, then a space."""
+def onnx_characters(rec_onnx: Path) -> str:
+    """The recogniser ONNX file's ``character`` metadata: its characters, one a line."""
     import onnx
 
     model = onnx.load(str(rec_onnx), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     if "character" not in meta:
         raise ValueError(f"{rec_onnx} has no 'character' metadata")
-    return [BLANK, *meta["character"].splitlines(), " "]
+    return str(meta["character"])
+
+
+def load_charset(source: Path) -> list[str]:
+    """The recogniser's classes: blank, the characters, then a space. ``source`` is the ONNX file
+    (its ``character`` metadata) or a ``.txt`` file holding that metadata as it is
+    (``CHARSET_FILE``, which the install writes beside an IR: an IR carries no metadata)."""
+    if source.suffix == ".txt":
+        text = source.read_bytes().decode("utf-8")
+    else:
+        text = onnx_characters(source)
+    return [BLANK, *text.splitlines(), " "]
 
 
 def ctc_decode(

@@ -277,6 +277,8 @@ def test_load_charset_blank_first_space_last(tmp_path: Path) -> None:
     onnx.helper.set_model_props(model, {"character": "甲\nb\n'"})
     onnx.save(model, tmp_path / "rec.onnx")
     assert P.load_charset(tmp_path / "rec.onnx") == ["blank", "甲", "b", "'", " "]
+    (tmp_path / P.CHARSET_FILE).write_bytes(P.onnx_characters(tmp_path / "rec.onnx").encode())
+    assert P.load_charset(tmp_path / P.CHARSET_FILE) == ["blank", "甲", "b", "'", " "]
     onnx.helper.set_model_props(model, {})
     onnx.save(model, tmp_path / "bare.onnx")
     with pytest.raises(ValueError, match="character"):
