@@ -12,13 +12,15 @@ gate's CERs, the sets' seeds and sizes; ``ocr_rec`` also the recogniser's charac
 
 The inputs are the ONNX files' SHA-256, a hash of the code that builds, gates and serves the
 models (and renders the sets), the openvino and nncf versions and whether INT8 is allowed: while
-both folders hold the same inputs they are left as they are, with no quantization and no gate.
-Each folder is staged beside its target and renamed into place, so Triton never sees half a
+both folders hold the same inputs they are left as they are, with no quantization and no gate,
+and a fresh checkout takes the decision and the INT8 networks measured for the same inputs from
+the cache (``<cache_dir>/ocr-int8/<inputs>``). Each folder is staged beside its target and renamed into place, so Triton never sees half a
 folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -108,7 +110,8 @@ def install_ocr(
     cache_root: Path | None = None,
 ) -> list[Path]:
     """Install (or leave in place, when their inputs are unchanged) both OCR version folders;
-    returns them. ``cache_root``: where the calibration and gate sets are cached (``evalset``)."""
+    returns them. ``cache_root``: where the calibration and gate sets (``evalset``) and the gate's
+    decision with its INT8 networks are cached."""
     models_dir = processing.rapidocr_models_dir()
     inputs = _inputs(repo, models_dir, int8)
     if all(_built_inputs(repo / model / "1") == inputs for model in MODELS):
@@ -116,14 +119,14 @@ def install_ocr(
     done, decision = [], quantize.Decision("fp32", _OFF)
     record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocr-int8-") as tmp:
+        irs = Path(tmp)
         if int8:
-            say("[ocr] quantizing both networks (NNCF INT8) and gating them against FP32 ...")
-            decision, record = quantize.measure(Path(tmp), cache_root=cache_root)
+            decision, record, irs = _measured(inputs, irs, cache_root, say)
         say(f"[ocr] {decision.precision.upper()}: {decision.reason}")
         charset = Path(tmp) / processing.CHARSET_FILE
         charset.write_bytes(processing.onnx_characters(models_dir / MODELS["ocr_rec"]).encode())
         for model, filename in MODELS.items():
-            onnx, ir = models_dir / filename, Path(tmp) / f"{_NETWORK[model]}_int8.xml"
+            onnx, ir = models_dir / filename, irs / f"{_NETWORK[model]}_int8.xml"
             files = (
                 {"model.xml": ir, "model.bin": ir.with_suffix(".bin")}
                 if decision.precision == "int8"
@@ -144,3 +147,30 @@ def install_ocr(
             done.append(_swap(repo, model, files, info))
             say(f"[ocr] {model}: installed {', '.join(sorted(files))} ({decision.precision})")
     return done
+
+
+def _measured(
+    inputs: dict[str, Any], tmp: Path, cache_root: Path | None, say: Callable[[str], None]
+) -> tuple[quantize.Decision, dict[str, Any], Path]:
+    """The gate's decision, its record and the folder of the INT8 IRs: from
+    ``cache_root/ocr-int8/<inputs>`` where an install measured the same inputs before (a fresh
+    checkout on a machine that built them), else measured now in ``tmp`` and kept there."""
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    cached = None if cache_root is None else cache_root / "ocr-int8" / key
+    if cached is not None and (cached / "decision.json").is_file():
+        saved = json.loads((cached / "decision.json").read_text(encoding="utf-8"))
+        say(f"[ocr] the gate's decision and INT8 networks from {cached}")
+        return quantize.Decision(**saved["decision"]), saved["record"], cached
+    say("[ocr] quantizing both networks (NNCF INT8) and gating them against FP32 ...")
+    decision, record = quantize.measure(tmp, cache_root=cache_root)
+    if cached is not None:
+        staging = cached.with_name(f"{key}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for path in tmp.glob("*_int8.*"):
+            shutil.copyfile(path, staging / path.name)
+        saved = {"decision": dataclasses.asdict(decision), "record": record}
+        (staging / "decision.json").write_text(json.dumps(saved), encoding="utf-8")
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
+    return decision, record, tmp

@@ -108,6 +108,29 @@ def test_int8_installs_the_ir_and_an_unchanged_folder_is_left_alone(
     assert not list(repo.glob("*/.staging-1")) and not list(repo.glob("*/.old-1"))
 
 
+def test_a_fresh_checkout_takes_the_decision_and_the_networks_from_the_cache(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second checkout with the same inputs, on a machine whose cache has them: no
+    quantization and no gate, the same files and decision; other inputs measure again."""
+    calls: list[Path] = []
+    monkeypatch.setattr(quantize, "measure", fake_measure("int8", calls))
+    cache = tmp_path / "cache"
+    first = install.install_ocr(repo, say=lambda _: None, cache_root=cache)
+    other = tmp_path / "checkout2" / "model_repo"
+    shutil.copytree(repo, other, ignore=shutil.ignore_patterns("1"))
+    again = install.install_ocr(other, say=lambda _: None, cache_root=cache)
+    assert len(calls) == 1
+    for a, b in zip(first, again, strict=True):
+        assert listing(a) == listing(b) and build(a) == build(b)
+        for name in ("model.xml", "model.bin"):
+            assert (a / name).read_bytes() == (b / name).read_bytes()
+    with (other / "ocr_det" / "model.py").open("a") as f:
+        f.write("# changed\n")
+    install.install_ocr(other, say=lambda _: None, cache_root=cache)
+    assert len(calls) == 2
+
+
 def test_fp32_installs_the_onnx_files_as_shipped(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
