@@ -102,7 +102,8 @@ class Fetcher:
     """The fetch loop of a session: while fewer than ``max_pending`` records are unfinished
     over the partitions held now (``parts``), poll and *prepare* each record at once into its
     partition's queue; at ``max_pending`` pause the assigned partitions (and go on polling,
-    which serves rebalances) until a finisher sets ``room``."""
+    which serves rebalances) until finishers (each sets ``room``) bring it down to
+    ``resume_below``."""
 
     def __init__(
         self,
@@ -122,6 +123,13 @@ class Fetcher:
         self.polling: concurrent.futures.Future[list[Any]] | None = None  # the poll under way
 
     @property
+    def resume_below(self) -> int:
+        """Paused fetching resumes once the unfinished records are down to this many: a pause
+        and a resume each drop librdkafka's prefetched records, so resuming for every record
+        that finishes (a backlog behind images in OCR) would refetch them each time."""
+        return self.max_pending - max(1, self.max_pending // 4)
+
+    @property
     def pending(self) -> int:
         """Records fetched and not finished yet, over the partitions held now; an ended
         partition's records stop counting with it."""
@@ -132,8 +140,11 @@ class Fetcher:
         the committer's)."""
         poller = self.poller = Poller(consumer)
         seeks: list[KafkaTopicPartition] = []
+        held = False  # paused at max_pending, until a quarter of it has finished
         while not failed.done():
-            room = self.max_pending - self.pending
+            pending = self.pending
+            held = pending >= self.max_pending or (held and pending > self.resume_below)
+            room = 0 if held else self.max_pending - pending
             if room <= 0:
                 self.room.clear()
             self.polling = submit(poller.step, room, self.poll_s, seeks)

@@ -194,7 +194,9 @@ class Finisher:
         self._wait()
         get = asyncio.ensure_future(part.queue.get())
         waits: set[asyncio.Future[Any]] = {get}
-        waits.update(p for _, p in self.pending if isinstance(p, asyncio.Future))
+        # outcomes still being prepared; a done one waits for an elder of its key (or its turn),
+        # which only this loop can finish: waiting on it would return at once, and spin
+        waits.update(p for _, p in self.pending if isinstance(p, asyncio.Future) and not p.done())
         try:
             done, _ = await asyncio.wait(
                 waits, timeout=self.timing.sweep_interval_s, return_when=asyncio.FIRST_COMPLETED

@@ -292,6 +292,44 @@ def test_fetching_pauses_at_max_pending_and_resumes_when_records_finish() -> Non
     asyncio.run(main())
 
 
+def test_paused_fetching_resumes_only_when_a_quarter_of_max_pending_has_finished() -> None:
+    """Each pause and resume drops librdkafka's prefetched records: at ``max_pending`` (8) the
+    partitions stay paused while records finish one by one, and resume at 6 unfinished."""
+    log = {tp: [b"%s%d" % (n, i) for i in range(12)] for tp, n in ((TP0, b"a"), (TP1, b"b"))}
+
+    async def main() -> None:
+        broker = FakeBroker(log)
+        handler = EchoHandler(hold_prepares=True)
+        clock = FrozenClock(1000.0)
+        engine, clients, _, resets = _engine(broker, handler, clock, Backoff(), max_pending=8)
+        task = asyncio.get_running_loop().create_task(engine.run())
+        try:
+            await until(lambda: len(handler.preparing) == 8)
+            consumer = clients.consumers[0]
+            await until(lambda: consumer.paused == {TP0, TP1})
+            held, handler.preparing = handler.preparing, []
+            for done, value in held[:1]:  # 7 unfinished: still paused, nothing more taken
+                done.set_result(value)
+            await until(lambda: engine.pending == 7)
+            await asyncio.sleep(0.3)
+            assert consumer.paused == {TP0, TP1} and handler.preparing == []
+            for done, value in held[1:]:
+                done.set_result(value)
+            await until(lambda: len(handler.preparing) > 0)  # resumed: fetching again
+            for _ in range(200):  # the rest, as they are fetched; then a commit
+                handler.release_prepares()
+                if _all_finished(engine, 12) and len(broker.values()) == 24:
+                    break
+                clock.now += 1.0
+                await asyncio.sleep(0.02)
+            assert consumer.paused == set() and resets == []
+            assert broker.values() == sorted(v for vs in log.values() for v in vs)
+        finally:
+            await _stop(task)
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("how", ["revoked", "lost"])
 def test_a_rebalance_while_fetching_is_paused_leaves_no_partition_paused(how: str) -> None:
     """At ``max_pending`` the partitions are paused; a rebalance comes (another member, or the

@@ -14,8 +14,8 @@ The inputs are the ONNX files' SHA-256, a hash of the code that builds, gates an
 models (and renders the sets), the openvino and nncf versions and whether INT8 is allowed: while
 both folders hold the same inputs they are left as they are, with no quantization and no gate,
 and a fresh checkout takes the decision and the INT8 networks measured for the same inputs from
-the cache (``<cache_dir>/ocr-int8/<inputs>``). Each folder is staged beside its target and renamed into place, so Triton never sees half a
-folder.
+the cache (``<cache_dir>/ocr-int8/<inputs>``). Each folder is staged beside its target and
+renamed into place, so Triton never sees half a folder.
 """
 
 from __future__ import annotations
