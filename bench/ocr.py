@@ -2,6 +2,7 @@
 Triton, and what image turns cost the text turns they are interleaved with.
 
     python -m bench.ocr [--quick] [--part a|b|both] [--text-fraction 0.5] [--image-share 0.1]
+        [--shared-conversations]
 
 Part A (no Kafka): text-dense PNG pages of three sizes (a 640x480 screenshot, a 1280x960 photo,
 an A4 scan at 300 dpi) and part B's image turns, read in-process (``LocalOcr`` on the networks
@@ -12,7 +13,9 @@ PNG decode included. One image at a time gives p50/p99 per image, four at a time
 
 Part B (the full stack, one worker): text turns flat out; image turns alone (a burst: the
 worker's image throughput); text only at half the flat-out rate; the same text rate with image
-turns (inline 1000x400 PNGs of 2-4 lines, in the same conversations) at 10 % of it. Text-turn
+turns (inline 1000x400 PNGs of 2-4 lines, in conversations of their own; with
+``--shared-conversations`` in the text turns', where a text turn behind an image turn of its
+conversation waits for it by design) at 10 % of it. Text-turn
 p50/p99 in the last two and their ratio (issue 19: p99 within 1.5x), image-turn p50/p99, CPU
 per event of each process, the worker's OCR steps. Writes bench/out/ocr.json.
 """
@@ -411,16 +414,22 @@ async def mixed(
     rate: float | None,
     image_rate: float | None,
     n_images: int,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """Text turns at ``rate`` for plan.rate_s (none when None) and, in the same conversations,
-    ``n_images`` image turns at ``image_rate`` (all at once when None); each kind summarised on
-    its own (all at once: the images' drain rate is the worker's image throughput)."""
+    """Text turns at ``rate`` for plan.rate_s (none when None) and ``n_images`` image turns at
+    ``image_rate`` (all at once when None), in conversations of their own or (``shared``) in the
+    text turns' conversations, where a text turn behind an image turn of its conversation waits
+    for it by design; each kind summarised on its own (all at once: the images' drain rate is
+    the worker's image throughput)."""
     await settle(s)
     assert s.cpu is not None
     web, itag = s.target.settings.web_port, f"{tag}img"
     before, counts = s.cpu.sample(), ocr_counts(web)
     convs = Conversations(f"{s.run_id}-{tag}")
-    pics = images.send(itag, convs, rate=image_rate, count=n_images)
+    pics = images.send(
+        itag, convs if shared else Conversations(f"{s.run_id}-{itag}"), rate=image_rate,
+        count=n_images,
+    )  # fmt: skip
     sent_text: list[Sent] = []
     if rate is None:
         sent_img = await pics
@@ -464,7 +473,7 @@ def _b_line(tag: str, p: dict[str, Any]) -> str:
 
 
 def part_b(
-    plan: Plan, ports: Ports, fraction: float, share: float, text: Sentences
+    plan: Plan, ports: Ports, fraction: float, share: float, text: Sentences, shared: bool
 ) -> dict[str, Any]:
     services = Services(ports)
     services.start(log)
@@ -488,11 +497,12 @@ def part_b(
                 alone = await mixed(s, images, "alone", None, None, plan.warmup_n // 25)
                 base = await s.phase(f"text{rate:.0f}", rate=rate)
                 n_images = max(1, round(image_rate * plan.rate_s))
-                mix = await mixed(s, images, f"mix{rate:.0f}", rate, image_rate, n_images)
+                mix = await mixed(s, images, f"mix{rate:.0f}", rate, image_rate, n_images, shared)
             finally:
                 await images.producer.stop()
             return {
                 "text_rate": rate,
+                "shared": shared,
                 "image_rate": image_rate,
                 "flat": flat,
                 "base": base,
@@ -551,7 +561,8 @@ def report_b(res: dict[str, Any], fraction: float, share: float) -> list[str]:
     verdict = "meets" if p99 <= 1.5 else "MISSES"
     return [
         f"Part B: one worker; text flat out {flat:.0f}/s, phases at {fraction:.0%} of that "
-        f"({res['text_rate']:.0f}/s), the second with image turns at {share:.0%} of it "
+        f"({res['text_rate']:.0f}/s), the second with image turns at {share:.0%} of it, in "
+        f"{'the same' if res.get('shared') else 'other'} conversations "
         f"({res['image_rate']:.1f}/s, {TURN_SIZE[0]}x{TURN_SIZE[1]} PNG, 2-4 lines)",
         "",
         "| phase | turns | answered | p50 / p99 ms | CPU ms per event (all turns of the phase) |",
@@ -613,6 +624,8 @@ def _extra_cpu(base: dict[str, Any], mix: dict[str, Any]) -> str:
 )
 @click.option("--image-share", type=float, default=0.1, show_default=True,
               help="Image turns per text turn in part B's second phase.")  # fmt: skip
+@click.option("--shared-conversations", is_flag=True,
+              help="Part B's image turns in the text turns' conversations.")  # fmt: skip
 @click.option("--kafka-port", type=int, default=45092, show_default=True)
 @click.option("--triton-port", type=int, default=44000, show_default=True)
 @click.option("--web-port", type=int, default=44066, show_default=True)
@@ -622,6 +635,7 @@ def main(
     part: str,
     text_fraction: float,
     image_share: float,
+    shared_conversations: bool,
     kafka_port: int,
     triton_port: int,
     web_port: int,
@@ -636,6 +650,7 @@ def main(
     began = time.monotonic()
     res: dict[str, Any] = {"mode": plan.mode}
     res |= {"text_fraction": text_fraction, "image_share": image_share}
+    res |= {"shared_conversations": shared_conversations}
     text = Sentences()
     settings = settings_from_env(ports.env)
     started = not local.port_open(settings.triton_http_port)
@@ -647,7 +662,7 @@ def main(
             res["a"] = part_a(ports, Budget.of(quick), text)
         if part in ("b", "both"):
             log("Part B: image turns among text turns, one worker")
-            res["b"] = part_b(plan, ports, text_fraction, image_share, text)
+            res["b"] = part_b(plan, ports, text_fraction, image_share, text, shared_conversations)
     finally:
         if started:
             local.triton(settings, "stop")
