@@ -43,7 +43,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, astuple, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +52,7 @@ import numpy.typing as npt
 from PIL import Image
 from rapidfuzz.distance import LCSseq, Levenshtein
 
+from workers.modeling.cache import package_versions
 from workers.ocr import evalset
 from workers.ocr.metrics import CerCounter, line_agreement, normalize
 from workers.ocr.quantize import MAX_DELTA, quantize_int8
@@ -317,13 +317,7 @@ def worst(samples: Samples, runs: dict[str, Run], scores: Scores, way: str) -> l
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+    return {"python": platform.python_version()} | package_versions(PACKAGES)
 
 
 def pct(x: float) -> str:

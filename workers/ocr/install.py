@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from workers.modeling.cache import sha256_file
 from workers.ocr import evalset, local, metrics, processing, quantize
 
 MODELS = {"ocr_det": processing.DET_MODEL, "ocr_rec": processing.REC_MODEL}
@@ -37,14 +38,6 @@ _NETWORK = {"ocr_det": "det", "ocr_rec": "rec"}
 _HELPERS = ("ocr_model.py", "openvino_model.py")
 _PACKAGES = ("openvino", "nncf")
 _OFF = "INT8 turned off (setting ocr_int8, env INFERSTREAM_OCR_INT8=0)"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -67,7 +60,7 @@ def _inputs(repo: Path, models_dir: Path, int8: bool) -> dict[str, Any]:
     ):
         code.update(path.read_bytes())
     return {
-        "onnx_sha256": {model: _sha256(models_dir / f) for model, f in MODELS.items()},
+        "onnx_sha256": {model: sha256_file(models_dir / f) for model, f in MODELS.items()},
         "code_sha256": code.hexdigest(),
         "packages": {name: _version(name) for name in _PACKAGES},
         "int8_allowed": int8,
