@@ -8,14 +8,22 @@ aiokafka one (``streams.tables`` reads changelogs with it). ``Engine`` takes a `
 tests pass one that makes fakes.
 
 librdkafka's calls that wait on the network (consume, send offsets, commit, abort, flush) run
-in a thread of their own (``call``) so the event loop never blocks on them.
+in a thread of their own (``call``) so the event loop never blocks on them. Those of a
+transaction and a client's close run ``apart``: each in a daemon thread of its own, because
+librdkafka may not return from them at all (``send_offsets_to_transaction`` ignores its timeout
+while the group coordinator it cached is gone, librdkafka #5456 and #5511: after a broker
+restart here, every other run). The engine bounds the wait and resets the session; the hung
+call keeps only its own thread, never one the next session polls or commits in, nor the
+worker's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -138,10 +146,38 @@ class KafkaClients:
         """Run a blocking librdkafka call in the clients' threads."""
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
+    async def apart(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking librdkafka call that may never return in a daemon thread of its own
+        (the module's docstring says why); the caller bounds the wait."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if done.done():  # a wait that timed out cancelled it
+                return
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+        def run() -> None:
+            outcome: tuple[bool, Any]
+            try:
+                outcome = (True, fn(*args, **kwargs))
+            except BaseException as exc:
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        name = getattr(fn, "__name__", "call")
+        threading.Thread(target=run, name=f"kafka-{name}", daemon=True).start()
+        return await done
+
     async def stop(self, stop: Callable[[], Any], what: str, timeout_s: float = 10.0) -> None:
-        """Run a client's blocking close for at most ``timeout_s``; its errors are only logged."""
+        """Run a client's blocking close (apart) for at most ``timeout_s``; its errors are only
+        logged."""
         try:
-            await asyncio.wait_for(self.call(stop), timeout_s)
+            await asyncio.wait_for(self.apart(stop), timeout_s)
         except Exception as exc:
             log.warning("stopping the %s: %r", what, exc)
 

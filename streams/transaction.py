@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+# send_offsets_to_transaction takes ~11 ms here (bench/kafka_txn.py) and seconds at most on a
+# loaded broker, but librdkafka may never return from it: when the group coordinator it cached
+# was purged from its metadata (a broker restarting answers metadata without itself for a
+# moment), its coordinator request waits for a broker thread that is gone, and the call's own
+# timeout is not checked (librdkafka #5511, #5456; seen after every other broker restart in
+# tests/reliability/test_broker_restart.py). The commit's deadline would end the session only
+# after commit_timeout_s (30 s); this bound ends it sooner, and the next session's producer
+# finds the coordinator anew.
+SEND_OFFSETS_TIMEOUT_S = 5.0
 
 
 class Committable(Protocol):
@@ -233,11 +244,13 @@ class Transaction:
                     self.in_txn = True
                 if self.group_metadata is None:
                     raise TransactionError("offsets to commit before any assignment")
+                bound = min(self.commit_timeout_s, SEND_OFFSETS_TIMEOUT_S)
                 await self._call(
                     self.producer.send_offsets_to_transaction,
                     tps,
                     self.group_metadata,
-                    self.commit_timeout_s,
+                    bound,
+                    timeout_s=bound,
                 )
             await self._call(self.producer.commit_transaction, self.commit_timeout_s)
             self.in_txn = False
@@ -282,15 +295,16 @@ class Transaction:
     async def _call(
         self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
     ) -> Any:
-        """A blocking librdkafka call in the clients' threads, bounded; its failure is a
-        ``TransactionError``."""
+        """A blocking librdkafka call in a thread of its own (``KafkaClients.apart``: it may
+        never return), bounded; its failure is a ``TransactionError``."""
         name = getattr(fn, "__name__", "call")
         try:
             if timeout_s is None:  # bounded by the commit's own deadline
-                return await self.clients.call(fn, *args, **kwargs)
-            return await asyncio.wait_for(self.clients.call(fn, *args, **kwargs), timeout_s)
+                return await self.clients.apart(fn, *args, **kwargs)
+            return await asyncio.wait_for(self.clients.apart(fn, *args, **kwargs), timeout_s)
         except TimeoutError as exc:
-            raise TransactionError(f"{name} not done in time") from exc
+            within = "time" if timeout_s is None else f"{timeout_s:g}s"
+            raise TransactionError(f"{name} not done in {within}") from exc
         except KafkaException as exc:
             raise TransactionError(f"{name}: {exc}") from exc
 
@@ -313,5 +327,6 @@ class Transaction:
             except Exception as exc:  # a fenced or failed producer: the broker aborts it
                 log.info("ending the session's producer: %s", exc)
 
-        with contextlib.suppress(RuntimeError):  # the clients' threads are shut down
-            asyncio.get_running_loop().run_in_executor(None, end)
+        # apart from every pool: an abort that conflicts with a call that hung (see _call)
+        # may hang too, and must hold neither a thread the next session needs nor the exit
+        threading.Thread(target=end, name="kafka-end-transaction", daemon=True).start()

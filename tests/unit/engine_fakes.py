@@ -110,6 +110,12 @@ class FakeBroker:
         self.txns: dict[str, _OpenTxn] = {}
         self.zombie_commits = 0  # commits tried by a fenced producer (must stay 0)
         self.refuse_commits = 0  # the next this many commits fail (abortable)
+        # the next this many send_offsets_to_transaction calls hang, their timeout ignored (as
+        # librdkafka's do when the group coordinator it cached went away: #5456, #5511) until
+        # ``unhang`` is set; then they fail
+        self.hang_offsets = 0
+        self.hung = 0  # calls hanging now
+        self.unhang = threading.Event()
         self.generation = 0
         self.rebalancing = False
         self.assignment: list[TopicPartition] | None = None  # at the next join; None: all
@@ -350,6 +356,16 @@ class FakeProducer:
         group_metadata: GroupMetadata,
         timeout: float | None = None,
     ) -> None:
+        with self.broker.lock:
+            hang = self.broker.hang_offsets > 0
+            if hang:
+                self.broker.hang_offsets -= 1
+                self.broker.hung += 1
+        if hang:
+            self.broker.unhang.wait()
+            with self.broker.lock:
+                self.broker.hung -= 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "hung until released"))
         with self.broker.lock:
             offsets = {TopicPartition(p.topic, p.partition): p.offset for p in positions}
             self.calls.append(("offsets", offsets, group_metadata))

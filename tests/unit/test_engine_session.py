@@ -10,6 +10,7 @@ until the test moves it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def _engine(
     backoff: Backoff,
     park_after: int | None = None,
     max_pending: int = 256,
+    commit_timeout_s: float = 30.0,
 ) -> tuple[Engine, FakeClients, list[str], list[list[Partition]]]:
     """The engine on fakes; ``events`` logs consumers made and back-off sleeps, ``resets`` the
     partitions the handler had written through at each reset. After ``park_after`` resets its
@@ -59,6 +61,7 @@ def _engine(
         instance_id="w1",
         processing_guarantee="exactly_once",
         max_pending=max_pending,
+        commit_timeout_s=commit_timeout_s,
     )
     events: list[str] = []
     resets: list[list[Partition]] = []
@@ -160,6 +163,43 @@ def test_a_failed_session_is_abandoned_and_restarts_from_committed_state(
             await _stop(task)
         assert len(resets) == 1  # the worker stopping is no reset
         assert clients.consumers[1].stopped and ("flush",) in clients.producers[1].calls
+
+    asyncio.run(main())
+
+
+def test_commits_that_never_return_cost_a_session_each_and_never_the_next_ones_threads() -> None:
+    """librdkafka's send_offsets_to_transaction can hang past its timeout (#5456, #5511: after
+    a broker restart here). Each hung commit times out and resets the session; the hung calls
+    keep their own threads, so more of them than the clients' pool has threads (4) still leave
+    the next session able to poll and commit."""
+
+    async def main() -> None:
+        broker = FakeBroker(INPUTS)
+        handler = EchoHandler()
+        clock = FrozenClock(1000.0)
+        backoff = Backoff(initial_s=1.0, max_s=5.0, rand=lambda: 0.5)
+        engine, clients, events, resets = _engine(
+            broker, handler, clock, backoff, commit_timeout_s=0.1
+        )
+        hangs = 6
+        broker.hang_offsets = hangs
+        task = asyncio.get_running_loop().create_task(engine.run())
+        try:
+            deadline = time.monotonic() + 30.0
+            while broker.committed != {TP0: 3, TP1: 3}:
+                assert time.monotonic() < deadline, (
+                    f"not committed after {len(resets)} resets, {broker.hung} calls hung"
+                )
+                clock.now += 1.0  # a commit is due whenever a session has finished work
+                await asyncio.sleep(0.02)
+            assert len(resets) == hangs and broker.hung == hangs  # each hung call still hangs
+            assert len(clients.consumers) == hangs + 1
+            assert sum(e.startswith("sleep") for e in events) == hangs  # a back-off each
+            assert broker.values() == ALL  # each input answered exactly once
+            assert broker.zombie_commits == 0
+        finally:
+            broker.unhang.set()
+            await _stop(task)
 
     asyncio.run(main())
 
