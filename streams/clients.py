@@ -11,8 +11,8 @@ librdkafka's calls that wait on the network (consume, send offsets, commit, abor
 in a thread of their own (``call``) so the event loop never blocks on them. Those of a
 transaction and a client's close run ``apart``: each in a daemon thread of its own, because
 librdkafka may not return from them at all (``send_offsets_to_transaction`` ignores its timeout
-while the group coordinator it cached is gone, librdkafka #5456 and #5511: after a broker
-restart here, every other run). The engine bounds the wait and resets the session; the hung
+while the group coordinator it cached is gone, librdkafka #5456 and #5511: after 3 of 7
+broker restarts here). The engine bounds the wait and resets the session; the hung
 call keeps only its own thread, never one the next session polls or commits in, nor the
 worker's exit.
 """

@@ -39,7 +39,7 @@ Clock = Callable[[], float]
 # loaded broker, but librdkafka may never return from it: when the group coordinator it cached
 # was purged from its metadata (a broker restarting answers metadata without itself for a
 # moment), its coordinator request waits for a broker thread that is gone, and the call's own
-# timeout is not checked (librdkafka #5511, #5456; seen after every other broker restart in
+# timeout is not checked (librdkafka #5511, #5456; seen after 3 of 7 broker restarts in
 # tests/reliability/test_broker_restart.py). The commit's deadline would end the session only
 # after commit_timeout_s (30 s); this bound ends it sooner, and the next session's producer
 # finds the coordinator anew.
