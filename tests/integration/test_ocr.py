@@ -302,3 +302,34 @@ def test_kill_9_with_images_in_ocr_gives_each_event_one_result(
     assert not doubled, f"{len(doubled)} event ids with two results, e.g. {doubled[:5]}"
     assert set(ids) == want
     assert worker.pid() is not None, worker.tail()
+
+
+def _stub_niceness(triton_pid: int) -> dict[str, set[int]]:
+    """The scheduler niceness of every thread of each python-backend stub that ``triton_pid``
+    started, by the model folder its command line names."""
+    out: dict[str, set[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if ppid != triton_pid or not any(b"python_backend_stub" in a for a in argv):
+                continue
+            model = Path(argv[1].decode()).parent.parent.name  # <repo>/<model>/1/model.py
+            for task in (proc / "task").iterdir():
+                fields = (task / "stat").read_text().rsplit(") ", 1)[1].split()
+                out.setdefault(model, set()).add(int(fields[16]))  # field 19: nice
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return out
+
+
+def test_ocr_models_run_at_a_lower_cpu_priority_than_the_text_model(services: Any) -> None:
+    """The OCR stubs' every thread (OpenVINO's included) at the configs' nice 10, the text
+    model's at 0: on shared cores the scheduler serves text turns first."""
+    pid_file = services.run_dir / f"triton-{services.triton_grpc_port}" / "triton.pid"
+    niceness = _stub_niceness(int(pid_file.read_text().strip()))
+    assert niceness.get("ocr_det") == {10}, niceness
+    assert niceness.get("ocr_rec") == {10}, niceness
+    assert niceness.get("inferstream_cpu") == {0}, niceness
