@@ -188,7 +188,14 @@ class Transaction:
 
     @property
     def pending(self) -> bool:
-        return self.in_txn or bool(len(self.producer))
+        """Records produced and not committed yet. Under exactly-once every record is produced
+        in a transaction, so that is ``in_txn``: librdkafka's queue length also counts its own
+        requests waiting for a broker (while one is away), which are nothing to commit, and a
+        commit_transaction outside a transaction fails ("Operation not valid in state
+        Ready") and resets the session."""
+        if self.transactional:
+            return self.in_txn
+        return bool(len(self.producer))
 
     # --- committing --------------------------------------------------------------------------
     async def commit(self, parts: Iterable[Committable], consumer: Consumer) -> bool:
@@ -252,8 +259,9 @@ class Transaction:
                     bound,
                     timeout_s=bound,
                 )
-            await self._call(self.producer.commit_transaction, self.commit_timeout_s)
-            self.in_txn = False
+            if self.in_txn:  # (not: no record produced and no offset moved since the last)
+                await self._call(self.producer.commit_transaction, self.commit_timeout_s)
+                self.in_txn = False
         else:
             left = await self._call(self.producer.flush, self.commit_timeout_s)
             if left:

@@ -114,6 +114,9 @@ class FakeBroker:
         # librdkafka's do when the group coordinator it cached went away: #5456, #5511) until
         # ``unhang`` is set; then they fail
         self.hang_offsets = 0
+        # librdkafka's own requests waiting for a broker that is away: its queue length
+        # (``len(producer)``) counts them, in a transaction or not
+        self.queued_requests = 0
         self.hung = 0  # calls hanging now
         self.unhang = threading.Event()
         self.generation = 0
@@ -431,7 +434,7 @@ class FakeProducer:
 
     def __len__(self) -> int:
         with self.broker.lock:
-            return len(self.reports)
+            return len(self.reports) + self.broker.queued_requests
 
 
 # --- the consumer ----------------------------------------------------------------------------

@@ -167,6 +167,35 @@ def test_a_failed_session_is_abandoned_and_restarts_from_committed_state(
     asyncio.run(main())
 
 
+def test_librdkafkas_own_queued_requests_are_nothing_to_commit() -> None:
+    """While a broker is away librdkafka's queue length counts its own requests; a worker with
+    nothing produced since its last commit must not call commit_transaction for them (outside a
+    transaction it fails, and the session reset for nothing)."""
+
+    async def main() -> None:
+        broker = FakeBroker(INPUTS)
+        clock = FrozenClock(1000.0)
+        backoff = Backoff(initial_s=1.0, max_s=5.0, rand=lambda: 0.5)
+        engine, clients, _events, resets = _engine(broker, EchoHandler(), clock, backoff)
+        task = asyncio.get_running_loop().create_task(engine.run())
+        try:
+            await until(lambda: _all_finished(engine))
+            clock.now += 1.0
+            await until(lambda: broker.committed == {TP0: 3, TP1: 3})
+            producer = clients.producers[0]
+            commits = len(producer.commits)
+            broker.queued_requests = 3  # the broker goes away: metadata requests queue up
+            for _ in range(5):
+                clock.now += 1.0
+                await asyncio.sleep(0.05)
+            assert resets == [] and len(producer.commits) == commits
+            assert producer.state == "ready"
+        finally:
+            await _stop(task)
+
+    asyncio.run(main())
+
+
 def test_commits_that_never_return_cost_a_session_each_and_never_the_next_ones_threads() -> None:
     """librdkafka's send_offsets_to_transaction can hang past its timeout (#5456, #5511: after
     a broker restart here). Each hung commit times out and resets the session; the hung calls
