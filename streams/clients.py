@@ -20,7 +20,6 @@ worker's exit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import threading
@@ -149,29 +148,19 @@ class KafkaClients:
     async def apart(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking librdkafka call that may never return in a daemon thread of its own
         (the module's docstring says why); the caller bounds the wait."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
+        future: Future[T] = Future()
 
-        def settle(ok: bool, value: Any) -> None:
-            if done.done():  # a wait that timed out cancelled it
-                return
-            if ok:
-                done.set_result(value)
-            else:
-                done.set_exception(value)
-
-        def run() -> None:
-            outcome: tuple[bool, Any]
+        def run() -> None:  # as ThreadPoolExecutor runs a call, in a thread of its own
+            if not future.set_running_or_notify_cancel():
+                return  # its wait ended before it began
             try:
-                outcome = (True, fn(*args, **kwargs))
+                future.set_result(fn(*args, **kwargs))
             except BaseException as exc:
-                outcome = (False, exc)
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(settle, *outcome)
+                future.set_exception(exc)
 
         name = getattr(fn, "__name__", "call")
         threading.Thread(target=run, name=f"kafka-{name}", daemon=True).start()
-        return await done
+        return await asyncio.wrap_future(future)
 
     async def stop(self, stop: Callable[[], Any], what: str, timeout_s: float = 10.0) -> None:
         """Run a client's blocking close (apart) for at most ``timeout_s``; its errors are only
