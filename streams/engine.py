@@ -19,9 +19,9 @@ processing loop is Kafka Streams' ``exactly_once_v2`` model (KIP-447) on librdka
 * the ``Committer`` ends that transaction with every partition's finished input offset (the
   oldest record not finished), sent
   with the consumer group's metadata (the broker refuses offsets from a fenced generation):
-  every ``commit_interval_ms`` while busy, and as soon as the worker runs out of work (no
-  sooner than ``commit_idle_gap_ms`` after the last commit), so a result at a low rate waits
-  for no timer;
+  every ``commit_interval_ms`` while busy, and as soon as the worker runs out of work (one
+  such commit per ``commit_idle_gap_ms`` on average, up to ``commit_idle_burst`` in a row after
+  a quiet spell), so a result at a low rate waits for no timer;
 * backpressure: at ``max_pending`` unfinished records the consumer pauses fetching;
 * a rebalance's revoke stops the finishers at a record boundary and commits what they finished
   before the partitions go; any Kafka error tears the whole session down and rebuilds it from

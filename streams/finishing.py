@@ -29,19 +29,56 @@ log = logging.getLogger(__name__)
 class CommitTiming:
     """When the session commits: every ``interval_s`` while it is busy finishing records; when
     no partition has a record it could finish now (each waits for its next record, or for the
-    model's answer to it), but no sooner than ``idle_gap_s`` after the last commit (work that
-    comes meanwhile joins the transaction). Each partition with nothing to commit sweeps its
-    tables every ``sweep_interval_s``."""
+    model's answer to it), as soon as the idle budget allows: one such commit per
+    ``idle_gap_s`` on average, with up to ``idle_burst`` of them banked while commits are
+    rarer than that (a token bucket), so that an idle moment just after another commit (an
+    image turn's, at a low text rate) need not wait out the gap, while a steady stream of idle
+    moments still makes at most one transaction per gap (work that comes meanwhile joins it).
+    ``idle_burst`` 1 is a plain gap after the last commit. Each partition with nothing to
+    commit sweeps its tables every ``sweep_interval_s``."""
 
     interval_s: float
     idle_gap_s: float
     sweep_interval_s: float = 30.0
+    idle_burst: int = 1
 
     @classmethod
     def of(cls, settings: Settings, sweep_interval_s: float = 30.0) -> CommitTiming:
         interval = settings.commit_interval_ms / 1000.0
         idle_gap = min(settings.commit_idle_gap_ms / 1000.0, interval)
-        return cls(interval, idle_gap, sweep_interval_s)
+        return cls(interval, idle_gap, sweep_interval_s, settings.commit_idle_burst)
+
+
+class IdleBudget:
+    """The idle commits ``timing`` allows: a bucket that gains one every ``idle_gap_s`` up to
+    ``idle_burst``, empty when the session starts, and loses one for each commit made (of any
+    kind; never below empty). It reads the transaction's ``commits`` and ``last_commit``, so
+    commits made by others (a revoke's) count too."""
+
+    def __init__(self, txn: Transaction, timing: CommitTiming, clock: Clock) -> None:
+        self.txn = txn
+        self.timing = timing
+        self.clock = clock
+        self.level = 0.0  # as of ``self.at``
+        self.at = txn.last_commit
+        self.commits = txn.commits
+
+    def wait(self) -> float:
+        """Seconds until an idle commit is allowed (0 or less: now)."""
+        gap = self.timing.idle_gap_s
+        if gap <= 0:
+            return 0.0
+        if self.txn.commits != self.commits:  # commits since the last look: each spends one
+            made = self.txn.commits - self.commits
+            self.level = max(0.0, self._level(self.txn.last_commit) - made)
+            self.at, self.commits = self.txn.last_commit, self.txn.commits
+        # when the bucket holds one again (the plain gap's arithmetic when it was empty)
+        return self.at + (1.0 - self.level) * gap - self.clock()
+
+    def _level(self, now: float) -> float:
+        return min(
+            float(self.timing.idle_burst), self.level + (now - self.at) / self.timing.idle_gap_s
+        )
 
 
 class Committer:
@@ -63,6 +100,7 @@ class Committer:
         self.timing = timing
         self.clock = clock
         self.wake = asyncio.Event()
+        self.budget = IdleBudget(txn, timing, clock)
 
     def due_in(self) -> float | None:
         """Seconds until the next commit is due; None when there is nothing to commit."""
@@ -72,9 +110,9 @@ class Committer:
         # idle: no partition has a record it could finish now (each waits for its next
         # record or for the model's answer to it); the work finished so far commits, and
         # what is still in inference goes into the next transaction
-        idle = all(p.waiting for p in parts)
-        gap = self.timing.idle_gap_s if idle else self.timing.interval_s
-        return self.txn.last_commit + gap - self.clock()
+        if all(p.waiting for p in parts):
+            return self.budget.wait()
+        return self.txn.last_commit + self.timing.interval_s - self.clock()
 
     async def run(self) -> None:
         while True:

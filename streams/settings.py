@@ -183,10 +183,19 @@ class Settings(BaseSettings):
     commit_idle_gap_ms: float = Field(
         40.0,
         ge=0,
-        description="A worker that runs out of work commits at once, but no sooner than this "
-        "after its previous commit (ms): at low rates each commit is one Kafka transaction "
-        "(several broker writes), so this bounds the transactions to 1000/gap per second; "
-        "0 = commit on every idle moment.",
+        description="A worker that runs out of work commits at once, at most one such commit "
+        "per gap on average (ms; see commit_idle_burst): at low rates each commit is one Kafka "
+        "transaction (several broker writes), so this bounds the transactions to 1000/gap per "
+        "second; 0 = commit on every idle moment.",
+    )
+    commit_idle_burst: int = Field(
+        3,
+        ge=1,
+        description="How many idle commits may follow one another without the gap, when "
+        "commits were rarer than one per commit_idle_gap_ms before (a token bucket that gains "
+        "one per gap): a result finished just after another commit (an image turn's, a second "
+        "conversation's) is seen at once, and the long-run bound stays 1000/gap per second; "
+        "1 = always the gap after the previous commit.",
     )
     commit_timeout_s: float = Field(
         30.0,

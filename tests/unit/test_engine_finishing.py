@@ -236,6 +236,55 @@ def test_a_record_still_in_the_model_does_not_hold_back_the_commit_of_finished_o
     _run(CommitTiming(interval_s=1.0, idle_gap_s=0.02, sweep_interval_s=1e9), test)
 
 
+def test_idle_commits_follow_one_another_up_to_the_burst_then_one_per_gap() -> None:
+    """After a quiet spell the idle budget holds ``idle_burst`` commits: results finished one
+    after another (each its own idle moment) commit at once, the clock standing still; then
+    one per gap."""
+
+    async def test(rig: Rig) -> None:
+        rig.clock.now = 101.0  # long after the session's start: the bucket is full (3)
+        for n, (tp, offset) in enumerate(((TP0, 0), (TP1, 0), (TP0, 1)), start=1):
+            rig.feed(tp, offset)
+            await until(lambda n=n: rig.txn.commit_calls == n)
+        assert rig.producer.offsets == [{TP0: 1}, {TP1: 1}, {TP0: 2}]
+
+        rig.feed(TP1, 1)  # the bucket is empty: this one waits for the gap
+        await until(lambda: rig.finished(TP1) == 2)
+        await asyncio.sleep(0.05)
+        assert rig.txn.commit_calls == 3
+        rig.clock.now = 101.01  # half a gap: still not
+        rig.committer.wake.set()
+        await asyncio.sleep(0.05)
+        assert rig.txn.commit_calls == 3
+        rig.clock.now = 101.02
+        rig.committer.wake.set()
+        await until(lambda: rig.committed(TP1) == 2)
+        assert rig.producer.offsets[-1] == {TP1: 2} and rig.txn.commit_calls == 4
+
+        rig.clock.now = 101.03  # half a gap after that commit (the bucket at 0.5): waits
+        rig.feed(TP0, 2)
+        await until(lambda: rig.finished(TP0) == 3)
+        await asyncio.sleep(0.05)
+        assert rig.txn.commit_calls == 4
+
+    _run(CommitTiming(interval_s=1.0, idle_gap_s=0.02, sweep_interval_s=1e9, idle_burst=3), test)
+
+
+def test_a_steady_stream_of_idle_moments_makes_at_most_one_commit_per_gap_past_the_burst() -> None:
+    async def test(rig: Rig) -> None:
+        rig.clock.now = 101.0
+        for step in range(40):  # a record every quarter gap, for ten gaps
+            rig.feed(TP0 if step % 2 else TP1, step // 2)
+            await until(lambda step=step: rig.finished(TP0 if step % 2 else TP1) == step // 2 + 1)
+            await asyncio.sleep(0.005)
+            rig.clock.now += 0.005
+        # the first three at once, then one per 20 ms of the 200 ms: 3 + 10 at most
+        assert 11 <= rig.txn.commit_calls <= 13
+        assert len(rig.producer.commits) == rig.txn.commit_calls
+
+    _run(CommitTiming(interval_s=1.0, idle_gap_s=0.02, sweep_interval_s=1e9, idle_burst=3), test)
+
+
 def test_a_commit_waits_for_the_record_being_finished() -> None:
     """The commit closes the gate and waits: the record half-way through its sends finishes
     first, and its outputs go into the transaction together with its offset."""
