@@ -473,7 +473,13 @@ def _b_line(tag: str, p: dict[str, Any]) -> str:
 
 
 def part_b(
-    plan: Plan, ports: Ports, fraction: float, share: float, text: Sentences, shared: bool
+    plan: Plan,
+    ports: Ports,
+    fraction: float,
+    share: float,
+    text: Sentences,
+    shared: bool,
+    text_rate: float | None = None,
 ) -> dict[str, Any]:
     services = Services(ports)
     services.start(log)
@@ -488,7 +494,7 @@ def part_b(
             await images.producer.start()
             try:
                 flat = await s.phase("flat64", flat=True)
-                rate = rate_at(fraction, flat["throughput_per_s"])
+                rate = text_rate or rate_at(fraction, flat["throughput_per_s"])
                 if rate is None:
                     raise RuntimeError("no flat-out figure to take a fraction of")
                 image_rate = share * rate
@@ -547,7 +553,7 @@ def report_a(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def report_b(res: dict[str, Any], fraction: float, share: float) -> list[str]:
+def report_b(res: dict[str, Any], share: float) -> list[str]:
     if res.get("error"):
         return [f"Part B failed: {res['error']}", res.get("log_tail", "")]
     base, mix = res["base"], res["mixed"]
@@ -559,8 +565,9 @@ def report_b(res: dict[str, Any], fraction: float, share: float) -> list[str]:
     capacity = alone["image"]["throughput_per_s"]
     over = res["image_rate"] > capacity
     verdict = "meets" if p99 <= 1.5 else "MISSES"
+    of = f"{res['text_rate'] / flat:.0%}" if flat else "?"
     return [
-        f"Part B: one worker; text flat out {flat:.0f}/s, phases at {fraction:.0%} of that "
+        f"Part B: one worker; text flat out {flat:.0f}/s, phases at {of} of that "
         f"({res['text_rate']:.0f}/s), the second with image turns at {share:.0%} of it, in "
         f"{'the same' if res.get('shared') else 'other'} conversations "
         f"({res['image_rate']:.1f}/s, {TURN_SIZE[0]}x{TURN_SIZE[1]} PNG, 2-4 lines)",
@@ -622,6 +629,9 @@ def _extra_cpu(base: dict[str, Any], mix: dict[str, Any]) -> str:
     show_default=True,
     help="Part B's text rate, as a fraction of its flat-out rate.",
 )
+@click.option("--text-rate", type=float, default=None,
+              help="Part B's text rate in turns/s (instead of --text-fraction); "
+              "20 with --image-share 0.1 is issue 19's 500 text + 50 image turns.")  # fmt: skip
 @click.option("--image-share", type=float, default=0.1, show_default=True,
               help="Image turns per text turn in part B's second phase.")  # fmt: skip
 @click.option("--shared-conversations", is_flag=True,
@@ -634,6 +644,7 @@ def main(
     quick: bool,
     part: str,
     text_fraction: float,
+    text_rate: float | None,
     image_share: float,
     shared_conversations: bool,
     kafka_port: int,
@@ -649,7 +660,7 @@ def main(
     ports = Ports(kafka_port, triton_port, web_port, run_dir.resolve())
     began = time.monotonic()
     res: dict[str, Any] = {"mode": plan.mode}
-    res |= {"text_fraction": text_fraction, "image_share": image_share}
+    res |= {"text_fraction": text_fraction, "text_rate": text_rate, "image_share": image_share}
     res |= {"shared_conversations": shared_conversations}
     text = Sentences()
     settings = settings_from_env(ports.env)
@@ -662,7 +673,9 @@ def main(
             res["a"] = part_a(ports, Budget.of(quick), text)
         if part in ("b", "both"):
             log("Part B: image turns among text turns, one worker")
-            res["b"] = part_b(plan, ports, text_fraction, image_share, text, shared_conversations)
+            res["b"] = part_b(
+                plan, ports, text_fraction, image_share, text, shared_conversations, text_rate
+            )
     finally:
         if started:
             local.triton(settings, "stop")
@@ -671,7 +684,7 @@ def main(
     OUT.write_text(json.dumps(res, indent=1, default=str))
     log("")
     lines = [*report_a(res["a"]), ""] if "a" in res else []
-    lines += report_b(res["b"], text_fraction, image_share) if "b" in res else []
+    lines += report_b(res["b"], image_share) if "b" in res else []
     for line in lines:
         log(line)
     log(f"wrote {OUT} in {res['minutes']} min")
