@@ -71,14 +71,25 @@ class KafkaClients:
         }
 
     def consumer(
-        self, group_id: str, topics: list[str], on_assign: Any, on_revoke: Any
+        self,
+        group_id: str,
+        topics: list[str],
+        on_assign: Any,
+        on_revoke: Any,
+        on_stats: Callable[[str], None] | None = None,
+        stats_every_s: float = 5.0,
     ) -> Consumer:
         """The session's consumer: read_committed (its committed-offset fetch waits for
         pending transactional offsets), offsets committed by the engine only; eager
-        rebalancing, so that a revoke hands over every partition at once."""
+        rebalancing, so that a revoke hands over every partition at once. ``on_stats`` gets
+        librdkafka's statistics (JSON) every ``stats_every_s``, inside its polls."""
         s = self.settings
+        stats: dict[str, Any] = {}
+        if on_stats is not None:
+            stats = {"statistics.interval.ms": int(stats_every_s * 1000), "stats_cb": on_stats}
         consumer = Consumer(
             {
+                **stats,
                 **self._common(),
                 "group.id": group_id,
                 "enable.auto.commit": False,

@@ -51,7 +51,7 @@ from aiokafka.errors import KafkaError
 from confluent_kafka import Consumer
 
 from streams.clients import ClientKwargs, KafkaClients
-from streams.fetching import Fetcher
+from streams.fetching import Fetcher, StallWatch
 from streams.finishing import Committer, CommitTiming, Finisher
 from streams.partition import Clock, Handler, Partition, PartitionClosed, Sink
 from streams.settings import Settings
@@ -178,17 +178,20 @@ class Engine:
         stopping = False
         try:
             await txn.start()  # fences this worker's previous run before anything is read
+            watch = StallWatch(self.settings.fetch_stall_s)
             consumer = self._consumer = self.clients.consumer(
                 self.group_id,
                 list(self.handlers),
-                functools.partial(self._on_assign, txn),
-                functools.partial(self._on_revoke, txn),
+                functools.partial(self._on_assign, txn, watch),
+                functools.partial(self._on_revoke, txn, watch),
+                on_stats=watch.stats,
+                stats_every_s=min(5.0, self.settings.fetch_stall_s / 3),
             )
             committer = self._committer = Committer(
                 txn, lambda: self.parts, consumer, self.timing, clock=self.clock
             )
             committing = self._loop.create_task(self._run_committer(committer))
-            await self.fetcher.run(consumer, self.clients.submit, self._failed)
+            await self.fetcher.run(consumer, self.clients.submit, self._failed, watch)
         except asyncio.CancelledError:  # the worker stops: commit what is finished, then leave
             stopping = True
             raise
@@ -224,14 +227,20 @@ class Engine:
     # --- rebalances (librdkafka calls these in its consume, in a client thread) ----------------
     # Each session's callbacks carry its transaction: a callback of a session that has ended
     # (its consumer still polling out a rebalance) must not open partitions in the next one.
-    def _on_assign(self, txn: Transaction, consumer: Consumer, partitions: list[Any]) -> None:
+    def _on_assign(
+        self, txn: Transaction, watch: StallWatch, consumer: Consumer, partitions: list[Any]
+    ) -> None:
         assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
         txn.group_metadata = consumer.consumer_group_metadata()  # what offsets are fenced by
         self._in_loop(txn, self.assign(assigned, txn), "assignment")
+        watch.progress()  # a restore's minutes are not a stall; the new partitions' time starts
 
-    def _on_revoke(self, txn: Transaction, consumer: Consumer, partitions: list[Any]) -> None:
+    def _on_revoke(
+        self, txn: Transaction, watch: StallWatch, consumer: Consumer, partitions: list[Any]
+    ) -> None:
         revoked = {TopicPartition(p.topic, p.partition) for p in partitions}
         self._in_loop(txn, self.revoke(revoked, txn), "revoke")
+        watch.progress()
 
     def _in_loop(self, txn: Transaction, coro: Coroutine[Any, Any, None], what: str) -> None:
         """Run a rebalance step on the event loop and wait for it (the consumer's thread may

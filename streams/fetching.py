@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -48,14 +49,71 @@ def source_record(msg: Any) -> SourceRecord:
     )
 
 
+class FetchStalled(RuntimeError):
+    """Assigned partitions have not started fetching for ``fetch_stall_s``: the session
+    resets."""
+
+
+class StallWatch:
+    """Assigned partitions whose fetching never starts. librdkafka fetches an assigned
+    partition only once the group coordinator has given its committed offset; until then its
+    fetch state (in the statistics, every few seconds) is not "active". A partition can stay so
+    for good when that request is lost in the client after a broker restart (the failure CI
+    showed once: every partition assigned, nothing consumed for 110 s, no error logged), and
+    for up to the transaction timeout while a dead worker's transaction holds offsets of the
+    group. ``stalled`` says so once a partition has been seen out of "active" for ``stall_s``
+    with nothing consumed meanwhile; the session then resets and its new consumer starts
+    afresh. Time paused for backpressure and time inside a rebalance callback never count
+    (``progress``). Everything runs in the consumer's thread."""
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self.since: float | None = None  # first seen not fetching, since the last progress
+        self.waiting: list[str] = []  # the partitions not fetching in the last statistics
+
+    def stats(self, raw: str) -> None:
+        """librdkafka's ``stats_cb``: note the assigned partitions that are not fetching."""
+        try:
+            topics = json.loads(raw).get("topics") or {}
+        except (ValueError, AttributeError):
+            return
+        waiting = [
+            f"{name}[{p['partition']}] {p.get('fetch_state')}"
+            for name, topic in topics.items()
+            for p in (topic.get("partitions") or {}).values()
+            if p.get("partition", -1) >= 0 and p.get("desired") and p.get("fetch_state") != "active"
+        ]
+        self.waiting = waiting
+        if not waiting:
+            self.since = None
+        elif self.since is None:
+            self.since = self.clock()
+
+    def progress(self) -> None:
+        """Something was consumed, or the time since the last look does not count."""
+        self.since = None
+
+    def stalled(self) -> str | None:
+        if self.since is None or self.clock() - self.since < self.stall_s:
+            return None
+        return (
+            f"assigned partitions not fetching for {self.clock() - self.since:.0f}s "
+            f"(librdkafka's fetch state): {', '.join(self.waiting[:4])}"
+        )
+
+
 class Poller:
     """Every call on the consumer, made in the consumer's client thread (librdkafka's consumer
     calls from two threads at once could wait on each other, and the event loop must never wait
     on one): seeks, pause and resume for backpressure, the poll itself (rebalance callbacks run
     inside it) and, every ``lag_every_s``, the lag per assigned partition."""
 
-    def __init__(self, consumer: Consumer, lag_every_s: float = 2.0) -> None:
+    def __init__(
+        self, consumer: Consumer, lag_every_s: float = 2.0, watch: StallWatch | None = None
+    ) -> None:
         self.consumer = consumer
+        self.watch = watch
         self.paused: list[KafkaTopicPartition] = []
         self.lag: dict[tuple[str, int], int] = {}
         self.lag_every_s = lag_every_s
@@ -82,6 +140,13 @@ class Poller:
                 consumer.resume(self.paused)
                 self.paused = []
             msgs = take(consumer, room, timeout_s)
+        watch = self.watch
+        if watch is not None:
+            if msgs or room <= 0:  # consuming, or paused: nothing stalls meanwhile
+                watch.progress()
+            stalled = watch.stalled()
+            if stalled is not None:
+                raise FetchStalled(stalled)
         now = time.monotonic()
         if now - self._lag_at >= self.lag_every_s:
             self._lag_at = now
@@ -135,10 +200,16 @@ class Fetcher:
         partition's records stop counting with it."""
         return sum(part.outstanding for part in self.parts().values())
 
-    async def run(self, consumer: Consumer, submit: Submit, failed: asyncio.Future[None]) -> None:
+    async def run(
+        self,
+        consumer: Consumer,
+        submit: Submit,
+        failed: asyncio.Future[None],
+        watch: StallWatch | None = None,
+    ) -> None:
         """Fetch until ``failed`` is done, then raise its error (a finisher's, an assignment's,
-        the committer's)."""
-        poller = self.poller = Poller(consumer)
+        the committer's, or ``FetchStalled``)."""
+        poller = self.poller = Poller(consumer, watch=watch)
         seeks: list[KafkaTopicPartition] = []
         held = False  # paused at max_pending, until a quarter of it has finished
         while not failed.done():
@@ -158,7 +229,10 @@ class Fetcher:
         """Wait (bounded) for the poll under way to return: the consumer may close then."""
         polling = self.polling
         if polling is not None:
-            await asyncio.wait([asyncio.wrap_future(polling)], timeout=timeout_s)
+            waiting = asyncio.wrap_future(polling)
+            # its error (a stall, a fatal consumer error) ended the session already: retrieved
+            waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.wait([waiting], timeout=timeout_s)
 
     async def _wait_for_room(self, failed: asyncio.Future[None]) -> None:
         waiter: asyncio.Future[Any] = asyncio.ensure_future(self.room.wait())

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(10.0, description="Faust broker_rebalance_timeout.")
     session_timeout_s: float = Field(10.0, description="Kafka consumer session timeout.")
     heartbeat_interval_s: float = Field(3.0, description="Kafka consumer heartbeat interval.")
+    fetch_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="An assigned input partition that does not start fetching for this long "
+        "(its committed offset never arrives: librdkafka's fetch state stays out of 'active', "
+        "seen in its statistics) while nothing is consumed resets the processing session, "
+        "whose new consumer looks the group coordinator up anew. A pending transaction of a "
+        "dead worker holds such a partition back legitimately, up to transaction_timeout_s.",
+    )
 
     # --- Triton ------------------------------------------------------------------------------
     triton_url: str | None = Field(

@@ -451,6 +451,7 @@ class FakeConsumer:
         self.group_id = group_id
         self.on_assign: Callable[[Any, list[KafkaTopicPartition]], None] | None = None
         self.on_revoke: Callable[[Any, list[KafkaTopicPartition]], None] | None = None
+        self.on_stats: Callable[[str], None] | None = None
         self.generation: int | None = None  # None: not joined yet
         self.revoked = False  # revoked for a rebalance, the new assignment not served yet
         self.assigned: list[TopicPartition] = []
@@ -709,8 +710,17 @@ class FakeClients(KafkaClients):
         self.producers: list[FakeProducer] = []
         self.restorers: list[FakeRestorer] = []
 
-    def consumer(self, group_id: str, topics: list[str], on_assign: Any, on_revoke: Any) -> Any:
+    def consumer(
+        self,
+        group_id: str,
+        topics: list[str],
+        on_assign: Any,
+        on_revoke: Any,
+        on_stats: Any = None,
+        stats_every_s: float = 5.0,
+    ) -> Any:
         consumer = FakeConsumer(self.broker, group_id)
+        consumer.on_stats = on_stats  # a test calls it with statistics of its own
         consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
         self.consumers.append(consumer)
         self.events.append(f"consumer {len(self.consumers)}")

@@ -52,6 +52,7 @@ def _engine(
     park_after: int | None = None,
     max_pending: int = 256,
     commit_timeout_s: float = 30.0,
+    fetch_stall_s: float = 30.0,
 ) -> tuple[Engine, FakeClients, list[str], list[list[Partition]]]:
     """The engine on fakes; ``events`` logs consumers made and back-off sleeps, ``resets`` the
     partitions the handler had written through at each reset. After ``park_after`` resets its
@@ -62,6 +63,7 @@ def _engine(
         processing_guarantee="exactly_once",
         max_pending=max_pending,
         commit_timeout_s=commit_timeout_s,
+        fetch_stall_s=fetch_stall_s,
     )
     events: list[str] = []
     resets: list[list[Partition]] = []
