@@ -122,8 +122,11 @@ class Committer:
                 continue
             self.wake.clear()
             timeout = self.timing.interval_s if wait is None else wait
+            # asyncio.timeout, not wait_for: 3.11's wait_for returns the inner result when the
+            # wake and a cancellation land together, and the committer then never stopped
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
 
     async def commit(self) -> None:
         # shielded: a cancellation (the worker stopping) does not cut a commit short; the

@@ -490,3 +490,36 @@ def test_a_keyless_record_and_an_outcome_the_handler_keeps_in_place_are_not_pass
         test,
         handler=OvertakingHandler(),
     )
+
+
+TIMING_1S = CommitTiming(interval_s=1.0, idle_gap_s=1.0, sweep_interval_s=1e9)
+
+
+def test_a_committer_woken_as_it_is_cancelled_still_stops() -> None:
+    """A wake and the session's cancellation in the same loop turn: the committer must end
+    (3.11's ``asyncio.wait_for`` returned the wake then and dropped the cancellation, so a
+    session that reset hung in its cleanup; seen in CI after a fetch stall)."""
+
+    async def main() -> None:
+        broker = FakeBroker()
+        clients = FakeClients(Settings(app_id="app", instance_id="w1"), broker)
+        txn = CountingTransaction(
+            clients.producer(True), clients, transactional=True, clock=FrozenClock(100.0)
+        )
+        await txn.start()
+        committer = Committer(
+            txn, dict, joined_consumer(broker), TIMING_1S, clock=FrozenClock(100.0)
+        )
+        task = asyncio.get_running_loop().create_task(committer.run())
+        try:
+            await asyncio.sleep(0.01)  # it waits for a wake
+            committer.wake.set()
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=2.0)
+            assert done, "the committer went on after its cancellation"
+            assert task.cancelled()
+        finally:
+            task.cancel()
+            clients.shutdown()
+
+    asyncio.run(main())
