@@ -36,7 +36,7 @@ from workers.modeling import cache
 from workers.modeling.cache import SHARED_PY
 from workers.modeling.examples import SAFETY, SENTIMENTS
 from workers.modeling.metrics import check_gate, format_table
-from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig, kept_layers
+from workers.modeling.multitask import OUTPUT_NAMES, TOP_K, TrainConfig, kept_layers, resolved
 from workers.modeling.steps import BuildError, Steps
 from workers.modeling.taskdata import TaskData, describe, load_task_data
 from workers.modeling.triton_config import parse_parameters
@@ -116,7 +116,8 @@ def _fp32_stage(
     with steps.step("load", f"e5-small {cfg.layers} layers + heads"):
         model = mt.build_model(backbone, len(data.intents), len(data.tags), cfg)
     bar = progress.add_task("fine-tune", total=cfg.steps)
-    with steps.step("train", f"{cfg.steps} steps, batch {cfg.batch}, seed {cfg.seed}"):
+    precision = "bfloat16 autocast" if cfg.bf16 else "float32"
+    with steps.step("train", f"{cfg.steps} steps, batch {cfg.batch}, seed {cfg.seed}, {precision}"):
         history = mt.train(model, data, cfg, lambda n, _: progress.update(bar, completed=n))
     progress.remove_task(bar)
     with steps.step("merge", f"bank of {len(data.replies)} replies"):
@@ -196,7 +197,7 @@ def build_multitask(
     train_cfg: TrainConfig | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) both stages; install ``inferstream_cpu/1`` and ``inferstream_replies/1``."""
-    cfg = train_cfg or TrainConfig()
+    cfg = resolved(train_cfg or TrainConfig())
     data = load_task_data(cfg.seed)
     _check_config(repo, data)
     steps = Steps(progress, console, _STEPS)
