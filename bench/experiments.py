@@ -65,11 +65,11 @@ def prepare_shadow(services: Services, shadow: Variant) -> Path | None:
     settings = services.settings
     installed = None
     if shadow.model == "inferstream_cpu_fp32":
-        from workers.modeling.mt_build import install_fp32
+        from workers.modeling.mt_install import install_fp32
 
         folder = settings.model_repo / shadow.model / "1"
         existed = folder.is_dir()
-        install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True))
+        install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True).log)
         installed = None if existed else folder
 
     async def load() -> None:

@@ -39,9 +39,20 @@ def config() -> None:
     is_flag=True,
     help="Also install inferstream_cpu_fp32/1, the unquantized twin (for experiments).",
 )
-def build_models_cmd(force: bool, int8_tolerance: float | None, fp32: bool) -> None:
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "int8", "fp32"]),
+    default=None,
+    help="What inferstream_cpu/1 serves [default: the setting model_precision, auto].",
+)
+def build_models_cmd(
+    force: bool, int8_tolerance: float | None, fp32: bool, precision: str | None
+) -> None:
     """Build the model artifacts into model_repo/ (cached by a hash of code and weights)."""
-    _build_models(Settings(), force, int8_tolerance, fp32=fp32)
+    settings = Settings()
+    if precision is not None:
+        settings = settings.model_copy(update={"model_precision": precision})
+    _build_models(settings, force, int8_tolerance, fp32=fp32)
 
 
 def _build_models(
@@ -55,22 +66,26 @@ def _build_models(
     from rich.console import Console
 
     from workers.modeling.build import build_models
-    from workers.modeling.mt_build import install_fp32
+    from workers.modeling.mt_install import install_fp32
     from workers.modeling.steps import BuildError
     from workers.ocr.install import install_ocr
 
     try:  # a cache hit (same code, config and weights) takes well under a second
         build_models(
-            settings.model_repo, settings.cache_dir, force=force, int8_tolerance=int8_tolerance
+            settings.model_repo,
+            settings.cache_dir,
+            force=force,
+            int8_tolerance=int8_tolerance,
+            precision=settings.model_precision,
         )
-        install_ocr(  # PP-OCRv4: INT8 where the gate passes, else as shipped
+        install_ocr(  # PP-OCRv4: INT8 where the CPU makes it pay and the gate passes, else FP32
             settings.model_repo,
             Console(stderr=True, markup=False).print,  # "[ocr] ..." is not markup
             int8=settings.ocr_int8,
             cache_root=settings.cache_dir,
         )
         if fp32:
-            install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True))
+            install_fp32(settings.model_repo, settings.cache_dir, Console(stderr=True).log)
     except BuildError as exc:
         raise click.ClickException(f"model build failed: {exc}") from exc
 

@@ -99,8 +99,14 @@ class Settings(BaseSettings):
     triton_metrics_port: int = Field(18002, description="Metrics port of the local Triton.")
     model_name: str = Field(
         "inferstream_cpu",
-        description="Triton model for turns: inferstream_cpu (trained heads, INT8) or minilm_cpu "
-        "(zero-shot support intents, FP32).",
+        description="Triton model for turns: inferstream_cpu (trained heads, INT8 or FP32 as "
+        "built) or minilm_cpu (zero-shot support intents, FP32).",
+    )
+    model_precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="What build-models installs as inferstream_cpu: auto = NNCF INT8 where the "
+        "CPU has VNNI or AMX and INT8 stays within the gate of FP32 on every held-out metric, "
+        "else FP32; int8 = INT8, failing the build if the gate fails; fp32 = no quantization.",
     )
     model_repo: Path = Field(REPO_ROOT / "model_repo", description="Triton model repository.")
     gpu_model_name: str | None = Field(
@@ -283,10 +289,11 @@ class Settings(BaseSettings):
     ocr_min_confidence: float = Field(
         0.5, ge=0, le=1, description="Recognised lines below this confidence are dropped."
     )
-    ocr_int8: bool = Field(
-        True,
+    ocr_int8: bool | None = Field(
+        None,
         description="build-models installs the OCR models as NNCF INT8 where their CER stays "
-        "within 1 point of FP32 (the build's gate); off = FP32 (the ONNX files as shipped).",
+        "within 1 point of FP32 (the build's gate); off = FP32 (the ONNX files as shipped); "
+        "unset = tried only where the CPU has VNNI or AMX (as model_precision=auto).",
     )
 
     # --- governance --------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def services() -> Iterator[Settings]:
     from workers.modeling.build import build_models
     from workers.ocr.install import install_ocr
 
-    build_models(settings.model_repo, settings.cache_dir)  # a cache hit when `make test` built
+    build_models(  # a cache hit when `make test` built
+        settings.model_repo, settings.cache_dir, precision=settings.model_precision
+    )
     install_ocr(  # the OCR models' folders (unchanged: nothing to do)
         settings.model_repo, int8=settings.ocr_int8, cache_root=settings.cache_dir
     )

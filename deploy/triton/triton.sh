@@ -121,6 +121,8 @@ cmd_start() {
   say "models: ${loads[*]#--load-model=}"
   say "starting on http $http_port, grpc $grpc_port, metrics $metrics_port; log $log_file"
   local started=$SECONDS
+  # --model-config-name=built: a model whose build wrote configs/built.pbtxt (inferstream_cpu
+  # where FP32 is served, labelled so) loads that; every other model its config.pbtxt.
   # setsid: own session/process group (stubs included), immune to the caller's terminal.
   # The python-backend stub runs the first python3 on PATH, hence the venv's bin/ first.
   LD_LIBRARY_PATH="$site/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
@@ -129,6 +131,7 @@ cmd_start() {
       --model-repository="$model_repo" \
       --backend-directory="$backends" \
       --model-control-mode=explicit "${loads[@]}" \
+      --model-config-name=built \
       --exit-on-error=true \
       --strict-readiness=true \
       --http-address="$address" --grpc-address="$address" --metrics-address="$address" \

@@ -1,4 +1,4 @@
-"""Triton python_backend model: multi-task multilingual-e5-small, NNCF INT8 OpenVINO IR on CPU.
+"""Triton python_backend model: multi-task multilingual-e5-small, an OpenVINO IR on CPU.
 
 The version folder is built by ``inferstream build-models``; this file and
 ``openvino_model.py`` (the request handling both OpenVINO models share) are copied there.
@@ -33,4 +33,10 @@ class TritonPythonModel(OpenVINOModel):
     def check_build(self, build: Mapping[str, Any], params: Mapping[str, str]) -> int:
         if build.get("entity_labels") != params["entity_labels"].split(","):
             raise ValueError("config entity_labels differ from the built ones")
+        label, precision = params.get("backend_label"), build.get("precision", "int8")
+        if label != f"openvino-{precision}":  # results carry the label: it must be true
+            raise ValueError(
+                f"config backend_label {label!r}, but {precision} was built here: run "
+                "`inferstream build-models` and start Triton with --model-config-name=built"
+            )
         return int(params["vocab_size"])

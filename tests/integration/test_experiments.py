@@ -1,6 +1,6 @@
 """Model experiments on the real broker and Triton, with two built versions of the CPU model:
-``inferstream_cpu`` (INT8) and ``inferstream_cpu_fp32`` (the same training run, unquantized),
-driven through the `inferstream experiment` commands as an operator would."""
+``inferstream_cpu`` (INT8 or FP32, as the build chose) and ``inferstream_cpu_fp32`` (the same
+training run, FP32), driven through the `inferstream experiment` commands as an operator would."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from rich.console import Console
 from streams.records import ConversationEvent
 from streams.settings import REPO_ROOT, Settings
 from tests.conftest import WorkerFactory
-from tests.integration import kafka_io
+from tests.integration import kafka_io, served
 from workers.experiments.config import parse_experiment
 
 pytestmark = pytest.mark.integration
@@ -44,11 +44,11 @@ def fp32_model(services: Settings) -> Iterator[None]:
     """``inferstream_cpu_fp32/1`` installed from the build cache and loaded into the running
     Triton (explicit model control), as `build-models --fp32` and `experiment set --load` do;
     removed again afterwards unless it was there before."""
-    from workers.modeling.mt_build import install_fp32
+    from workers.modeling.mt_install import install_fp32
 
     folder = services.model_repo / FP32 / "1"
     existed = folder.is_dir()
-    install_fp32(services.model_repo, services.cache_dir, Console(stderr=True))
+    install_fp32(services.model_repo, services.cache_dir, Console(stderr=True).log)
 
     async def control(load: bool) -> None:
         client = grpcclient.InferenceServerClient(url=services.triton_endpoint)
@@ -139,7 +139,8 @@ def test_canary_share_sticky_and_shadow_only_on_experiment_events(
     for r in results:
         assert r["experiment"]["name"] == "canary" and r["experiment"]["fallback"] is False
         arm = r["experiment"]["arm"]
-        want = (FP32, "openvino-fp32") if arm == "candidate" else (INT8, "openvino-int8")
+        primary = (INT8, served.cpu_backend(settings.model_repo))
+        want = (FP32, "openvino-fp32") if arm == "candidate" else primary
         assert (r["model"]["name"], r["backend"]) == want and r["model"]["version"] == "1"
         arms.setdefault(r["conversation_id"], set()).add((arm, r["model"]["name"]))
     assert all(len(a) == 1 for a in arms.values())  # no conversation split between versions

@@ -13,7 +13,7 @@ import pytest
 from streams.console import allow_all_policy, publish_policy
 from streams.records import ConversationEvent
 from tests.conftest import WorkerFactory
-from tests.integration import kafka_io
+from tests.integration import kafka_io, served
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_1000_valid_and_50_invalid_events(start_worker: WorkerFactory) -> None:
     labels = {r["label"] for r in results}
     assert labels <= set(results[0]["scores"]) and len(labels) >= 4
     assert all(r["model"]["name"] == settings.model_name for r in results)
-    assert all(r["backend"] == "openvino-int8" for r in results)
+    assert all(r["backend"] == served.cpu_backend(settings.model_repo) for r in results)
     assert all(r["status"] == "ok" and r["policy_version"] == "1" for r in results)
     assert all(r["_key"] == r["conversation_id"].encode() for r in results)
 

@@ -23,7 +23,7 @@ from streams.local import ASSIGNED
 from streams.records import ConversationEvent, DocumentEvent
 from streams.settings import Settings
 from tests.conftest import WorkerFactory
-from tests.integration import kafka_io
+from tests.integration import kafka_io, served
 from workers.documents import DocumentTokenizer
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,8 @@ def test_2000_turns_over_200_conversations_carry_context(start_worker: WorkerFac
     print(f"\n2000 turns / 200 conversations in {time.perf_counter() - start:.1f}s")
     assert sorted(r["event_id"] for r in results) == sorted(e.event_id for e in events)
     assert check_dialogues(results, settings.context_budget_tokens) == 1800
-    assert all(r["backend"] == "openvino-int8" for r in results)  # no GPU model is ready here
+    backend = served.cpu_backend(settings.model_repo)
+    assert all(r["backend"] == backend for r in results)  # no GPU model is ready here
     assert "Traceback" not in worker.log_path.read_text(), worker.tail(60)
 
 
@@ -245,7 +246,7 @@ def test_failing_gpu_falls_back_per_batch(
     produce(settings, events)
     results = outputs(settings, len(events), timeout_s=120)
     assert {r["event_id"] for r in results} == {e.event_id for e in events}
-    assert {r["backend"] for r in results} == {"openvino-int8"}
+    assert {r["backend"] for r in results} == {served.cpu_backend(settings.model_repo)}
     assert {r["model"]["name"] for r in results} == {settings.model_name}
     analytics = kafka_io.consume(
         settings.bootstrap_servers,

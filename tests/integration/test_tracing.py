@@ -23,6 +23,7 @@ from streams.engine import Engine
 from streams.records import ConversationEvent
 from streams.settings import Settings
 from tests.conftest import TEST_PORTS
+from tests.integration import served
 from tests.integration.otlp_receiver import GrpcReceiver, HttpReceiver, ReceivedSpan, Receiver
 from workers.telemetry.provider import build_tracer_provider
 from workers.telemetry.tracing import ATTR_BACKEND, ATTR_BATCH_SIZE, STAGES, KafkaTracing
@@ -142,7 +143,7 @@ def test_one_event_one_trace_over_every_stage(
             assert s.parent_id == consume.span_id, s.name
     (inference,) = [s for s in spans if s.name == "inference"]
     assert inference.attributes[ATTR_BATCH_SIZE] == 1
-    assert inference.attributes[ATTR_BACKEND] == "openvino-int8"
+    assert inference.attributes[ATTR_BACKEND] == served.cpu_backend(settings.model_repo)
     assert inference.links == 1  # to the batch's own span
     batch = [s for s in received if s.name == "inference" and s.trace_id != TRACE_ID]
     assert len(batch) == 1 and batch[0].links == 1 and batch[0].parent_id == ""

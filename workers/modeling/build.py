@@ -139,12 +139,14 @@ def build_models(
     model_dir: Path | None = None,
     console: Console | None = None,
     int8_tolerance: float | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Build (or reuse) ``minilm_cpu`` and the multi-task ``inferstream_cpu`` (+ replies).
 
     ``minilm_cpu`` is installed as ``<repo_dir>/minilm_cpu/1/``; ``inferstream_cpu/1`` and
-    ``inferstream_replies/1`` by :mod:`workers.modeling.mt_build` (INT8 gated against FP32 within
-    ``int8_tolerance`` points, default 1.0).
+    ``inferstream_replies/1`` by :mod:`workers.modeling.mt_build`: ``precision`` ``auto`` serves
+    INT8 where the CPU has VNNI or AMX and INT8 is within ``int8_tolerance`` points (default 1.0)
+    of FP32, else FP32; ``int8`` fails the build where the gate fails; ``fp32`` skips INT8.
 
     ``repo_dir`` is the Triton model repository (``Settings.model_repo``, <git root>/model_repo);
     a git root holding ``model_repo/`` is accepted too. The tracked ``config.pbtxt`` and
@@ -216,6 +218,7 @@ def build_models(
             progress,
             force=force,
             tolerance=mt_build.INT8_TOLERANCE if int8_tolerance is None else int8_tolerance,
+            precision=precision,
         )
     return {MODEL_NAME: {**manifest, **result}, **multitask}
 

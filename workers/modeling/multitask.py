@@ -10,9 +10,11 @@ with the shipped ``tokenizer.json`` as it is (an optional ``id_map`` Gather maps
 trimmed embedding table). Position ids are counted from 2 (XLM-R's padding offset) for every
 position, which equals the reference for right-padded input and does not depend on the pad id.
 
-Fine-tuning: the word embeddings stay frozen (so pieces absent from the training text keep their
-pre-trained vectors); the encoder layers are either fine-tuned whole (``lora_r = 0``) or through
-LoRA adapters (peft) that are merged before export. torch/peft are imported inside functions.
+Fine-tuning: the word embeddings and the first ``frozen_layers`` encoder layers stay frozen (so
+pieces absent from the training text keep their pre-trained vectors, and the lower layers what
+pre-training taught them); the other layers are either fine-tuned whole (``lora_r = 0``) or
+through LoRA adapters (peft) that are merged before export. torch/peft are imported inside
+functions.
 """
 
 from __future__ import annotations
@@ -219,6 +221,7 @@ def train(
     """``cfg.steps`` steps, each one task drawn by ``cfg.tasks``; returns the loss history."""
     import torch
 
+    cfg = resolved(cfg)  # bfloat16 where this CPU has it natively, unless the caller chose
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = random.Random(cfg.seed)

@@ -69,7 +69,7 @@ def build_gpu_model(repo_dir: Path, cache_dir: Path) -> Path:
     """
     require_gpu()
     from workers.modeling.build import build_models
-    from workers.modeling.mt_build import CPU_MODEL
+    from workers.modeling.mt_install import CPU_MODEL
 
     build_models(repo_dir, cache_dir)
     cpu = json.loads((repo_dir / CPU_MODEL / "1" / "build.json").read_text(encoding="utf-8"))

@@ -4,8 +4,9 @@ The sources are the PP-OCRv4 ONNX files that the pinned ``rapidocr-onnxruntime``
 (deploy/requirements-data.txt). Both networks are quantized to INT8 and gated
 (:mod:`workers.ocr.quantize`): where INT8's CER is within 1 point of FP32's in every language,
 each folder gets its INT8 IR (``model.xml`` + ``model.bin``); where it is not, or where INT8 is
-turned off (``int8=False``: setting ``ocr_int8``, env ``INFERSTREAM_OCR_INT8=0``), the ONNX file
-as shipped (``model.onnx``). One decision for both models. Each folder also gets ``model.py``, the
+turned off (``int8=False``: setting ``ocr_int8``, env ``INFERSTREAM_OCR_INT8=0``), or not tried
+because the CPU has no VNNI or AMX (``int8=None``, the setting's default), the ONNX file as
+shipped (``model.onnx``). One decision for both models. Each folder also gets ``model.py``, the
 python-backend helpers it imports, and a ``build.json``: the inputs, the precision and why, the
 gate's CERs, the sets' seeds and sizes; ``ocr_rec`` also the recogniser's characters
 (``charset.txt``; an IR carries no metadata).
@@ -30,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from workers.modeling import hardware
 from workers.modeling.cache import sha256_file
 from workers.ocr import evalset, local, metrics, processing, quantize
 
@@ -99,17 +101,22 @@ def install_ocr(
     repo: Path,
     say: Callable[[str], None] = print,
     *,
-    int8: bool = True,
+    int8: bool | None = True,
     cache_root: Path | None = None,
 ) -> list[Path]:
     """Install (or leave in place, when their inputs are unchanged) both OCR version folders;
-    returns them. ``cache_root``: where the calibration and gate sets (``evalset``) and the gate's
-    decision with its INT8 networks are cached."""
+    returns them. ``int8``: try INT8 (behind the gate), or not; None: try it where the CPU makes
+    it pay (:mod:`workers.modeling.hardware`). ``cache_root``: where the calibration and gate sets
+    (``evalset``) and the gate's decision with its INT8 networks are cached."""
+    off = _OFF
+    if int8 is None:
+        choice = hardware.choose("auto", hardware.cpu_flags())
+        int8, off = choice.precision == "int8", choice.reason
     models_dir = processing.rapidocr_models_dir()
     inputs = _inputs(repo, models_dir, int8)
     if all(_built_inputs(repo / model / "1") == inputs for model in MODELS):
         return [repo / model / "1" for model in MODELS]
-    done, decision = [], quantize.Decision("fp32", _OFF)
+    done, decision = [], quantize.Decision("fp32", off)
     record: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ocr-int8-") as tmp:
         irs = Path(tmp)

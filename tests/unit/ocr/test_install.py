@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from workers.modeling import hardware
 from workers.modeling.triton_config import parse_parameters
 from workers.ocr import evalset, install, quantize
 from workers.ocr import processing as P
@@ -156,6 +157,18 @@ def test_int8_off_skips_quantization_and_gate(repo: Path, monkeypatch: pytest.Mo
     assert info["inputs"]["int8_allowed"] is False and "gate" not in info
     assert install._version("no-such-package-here") is None  # nncf need not be there when off
     install.install_ocr(repo, say=lambda _: None)  # allowed again: an input changed
+    assert len(calls) == 1 and build(det)["precision"] == "int8"
+
+
+def test_unset_int8_follows_the_cpu(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    monkeypatch.setattr(quantize, "measure", fake_measure("int8", calls))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    det, _ = install.install_ocr(repo, say=lambda _: None, int8=None)
+    info = build(det)
+    assert calls == [] and info["precision"] == "fp32" and "no VNNI or AMX" in info["reason"]
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx_vnni"}))
+    install.install_ocr(repo, say=lambda _: None, int8=None)
     assert len(calls) == 1 and build(det)["precision"] == "int8"
 
 
