@@ -23,6 +23,7 @@ CPUINFO = Path("/proc/cpuinfo")
 class Choice:
     precision: Precision
     reason: str
+    requested: bool = False  # named by the caller, not inferred from the CPU
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str] | None:
@@ -42,7 +43,7 @@ def choose(requested: str, flags: frozenset[str] | None) -> Choice:
     """The precision to build for: ``requested`` is ``int8``, ``fp32`` or ``auto`` (by ``flags``;
     unknown flags try INT8, whose gate still decides)."""
     if requested in ("int8", "fp32"):
-        return Choice(requested, f"requested ({requested})")  # type: ignore[arg-type]
+        return Choice(requested, f"requested ({requested})", requested=True)  # type: ignore[arg-type]
     if requested != "auto":
         raise ValueError(f"precision must be auto, int8 or fp32, not {requested!r}")
     if flags is None:

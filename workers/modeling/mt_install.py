@@ -86,7 +86,7 @@ def decide(
     if gate.passed:
         return "int8", f"{choice.reason}; INT8 within {tolerance:g} point of FP32", record
     failed = "; ".join(gate.failures)
-    if choice.reason.startswith("requested"):
+    if choice.requested:
         raise BuildError(f"INT8 gate failed (tolerance {tolerance:g} points): {failed}")
     return "fp32", f"INT8 failed its gate (tolerance {tolerance:g} points: {failed})", record
 

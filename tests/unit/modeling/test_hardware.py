@@ -41,5 +41,6 @@ def test_unknown_flags_try_int8_and_a_request_is_kept() -> None:
     assert choose("int8", frozenset(AVX2.split())) == choose("int8", None)
     assert choose("int8", None).precision == "int8"
     assert choose("fp32", frozenset(VNNI.split())).precision == "fp32"
+    assert choose("int8", None).requested and not choose("auto", None).requested
     with pytest.raises(ValueError, match="auto, int8 or fp32"):
         choose("bf16", None)

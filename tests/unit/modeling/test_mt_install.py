@@ -44,7 +44,7 @@ def test_int8_past_the_gate_falls_back_when_automatic_and_fails_when_asked_for()
     assert reason.startswith("INT8 failed its gate (tolerance 1 points: intent_zh: 82.90 vs 84.00")
     assert gate["failures"] == ["intent_zh: 82.90 vs 84.00 (-1.10 < -1)"]
     with pytest.raises(BuildError, match=r"INT8 gate failed .*intent_zh"):
-        mt_install.decide(Choice("int8", "requested (int8)"), FP32, int8, GATED, 1.0)
+        mt_install.decide(Choice("int8", "requested (int8)", True), FP32, int8, GATED, 1.0)
 
 
 def test_relabelled_changes_only_the_label() -> None:
