@@ -166,7 +166,7 @@ def build_multitask(
     int8_key = None
     if choice.precision == "int8":
         int8_key = hashlib.sha256(f"{key}/int8/{stages.CALIBRATION}".encode()).hexdigest()
-    served = mt_install.served_key(repo, key, int8_key, tolerance)
+    served = mt_install.served_key(repo, key, int8_key, tolerance, choice)
     root = cache_dir / "multitask"
     fp32_dir = root / f"fp32-{key[:24]}"
     cpu_dir, replies_dir = repo / CPU_MODEL / VERSION, repo / REPLIES_MODEL / VERSION

@@ -50,9 +50,12 @@ LABELS: dict[str, str] = {"int8": "openvino-int8", "fp32": "openvino-fp32"}
 _LABEL_RE = re.compile(r'(key:\s*"backend_label"\s*value:\s*\{\s*string_value:\s*")([^"]*)(")')
 
 
-def served_key(repo: Path, fp32_key: str, int8_key: str | None, tolerance: float) -> str:
+def served_key(
+    repo: Path, fp32_key: str, int8_key: str | None, tolerance: float, choice: Choice
+) -> str:
     """What an installed ``inferstream_cpu/1`` depends on: the FP32 build, the INT8 build and
-    the gate's tolerance when INT8 was tried, and the serving files copied beside them."""
+    the gate's tolerance when INT8 was tried, the choice (a named INT8 must fail where an
+    automatic one fell back), and the serving files copied beside them."""
     here = Path(__file__)
     files = {
         "mt_install.py": here,
@@ -65,6 +68,7 @@ def served_key(repo: Path, fp32_key: str, int8_key: str | None, tolerance: float
         "fp32": fp32_key,
         "int8": int8_key,
         "tolerance": tolerance if int8_key else None,
+        "choice": [choice.precision, choice.reason, choice.requested],
         "files": {name: cache.sha256_file(path) for name, path in sorted(files.items())},
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -76,17 +76,25 @@ def test_built_config_is_written_for_fp32_and_removed_for_int8(repo: Path) -> No
     assert mt_install.write_built_config(repo, "int8") is None  # nothing to remove: no error
 
 
-def test_served_key_follows_the_builds_the_tolerance_and_the_serving_files(repo: Path) -> None:
-    key = mt_install.served_key(repo, "f" * 64, "i" * 64, 1.0)
-    assert key == mt_install.served_key(repo, "f" * 64, "i" * 64, 1.0)
-    assert key != mt_install.served_key(repo, "f" * 64, "i" * 64, 0.5)
-    assert key != mt_install.served_key(repo, "f" * 64, None, 1.0)
+def test_served_key_follows_the_builds_the_tolerance_the_choice_and_the_serving_files(
+    repo: Path,
+) -> None:
+    f, i = "f" * 64, "i" * 64
+    key = mt_install.served_key(repo, f, i, 1.0, AUTO)
+    assert key == mt_install.served_key(repo, f, i, 1.0, AUTO)
+    assert key != mt_install.served_key(repo, f, i, 0.5, AUTO)
+    assert key != mt_install.served_key(repo, f, None, 1.0, AUTO)
+    # a named INT8 is not the automatic one: where the gate failed, it must fail the build
+    named = Choice("int8", "requested (int8)", True)
+    assert key != mt_install.served_key(repo, f, i, 1.0, named)
     # without INT8 the tolerance does not matter
-    no_int8 = mt_install.served_key(repo, "f" * 64, None, 1.0)
-    assert no_int8 == mt_install.served_key(repo, "f" * 64, None, 0.5)
-    with (repo / mt_install.CPU_MODEL / "model.py").open("a") as f:
-        f.write("# changed\n")
-    assert key != mt_install.served_key(repo, "f" * 64, "i" * 64, 1.0)
+    fp32 = Choice("fp32", "the CPU has no VNNI or AMX")
+    assert mt_install.served_key(repo, f, None, 1.0, fp32) == mt_install.served_key(
+        repo, f, None, 0.5, fp32
+    )
+    with (repo / mt_install.CPU_MODEL / "model.py").open("a") as out:
+        out.write("# changed\n")
+    assert key != mt_install.served_key(repo, f, i, 1.0, AUTO)
 
 
 def _network(tmp_path: Path, tag: bytes) -> tuple[Path, Path]:
